@@ -1,0 +1,320 @@
+"""Launchers, torch.library custom ops and autograd for the Triton path.
+
+Two custom ops, `entflash::attn_fwd` and `entflash::attn_bwd`, with fake
+(meta) implementations and autograd registered on the forward op, so that
+torch.compile(fullgraph=True) traces a call without a graph break. Neither
+op synchronises with the host.
+
+Layouts: dense q (B, H, Nq, D), k/v (B, Hkv, Nk, D); varlen q (total_q, H, D),
+k/v (total_k, Hkv, D) with int32 cu_seqlens. Inputs may be strided views as
+long as the head dim is contiguous; outputs and gradients are contiguous.
+Per-row statistics (τ, support, δ) are (B, H, Nq) for dense inputs and
+(H, total_q) for varlen inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import triton
+
+from . import config
+from .backward import dkdv_kernel, dq_kernel
+from .forward import output_kernel
+from .threshold import rowmax_kernel, tau_kernel
+
+LN2 = math.log(2.0)
+Tensor = torch.Tensor
+
+
+def alpha_kind(alpha_t: Optional[Tensor], alpha_f: float) -> int:
+    if alpha_t is not None:
+        return config.KIND_GENERAL
+    if alpha_f == 1.0:
+        return config.KIND_SOFTMAX
+    if alpha_f == 2.0:
+        return config.KIND_SPARSEMAX
+    if alpha_f == 1.5:
+        return config.KIND_ENTMAX15
+    return config.KIND_GENERAL
+
+
+class _Geom:
+    """Sizes, strides and launch settings shared by every kernel of one call."""
+
+    def __init__(self, q, k, v, cu_q, max_q, max_k):
+        self.varlen = cu_q is not None
+        if self.varlen:
+            self.B = cu_q.shape[0] - 1
+            self.H, self.D = q.shape[1], q.shape[2]
+            self.Hkv = k.shape[1]
+            self.Nq, self.Nk = max_q, max_k  # used only for block counts
+            self.total_q = q.shape[0]
+        else:
+            self.B, self.H, self.Nq, self.D = q.shape
+            self.Hkv, self.Nk = k.shape[1], k.shape[2]
+        self.G = self.H // self.Hkv
+        self.launch = config.launch_config(self.D, q.dtype)
+        self.BLOCK_D = config.block_d(self.D)
+        self.n_qblk = max(1, triton.cdiv(self.Nq, self.launch.BLOCK_M))
+        self.n_kblk = max(1, triton.cdiv(self.Nk, self.launch.BLOCK_N))
+        self.prec = "ieee" if q.dtype == torch.float32 else "tf32"
+
+    def strides(self, t):
+        """(batch, head, row) strides of a dense (B, H, N, D) or varlen (T, H, D) tensor."""
+        if self.varlen:
+            return 0, t.stride(1), t.stride(0)
+        return t.stride(0), t.stride(1), t.stride(2)
+
+    def stat_shape(self):
+        return (self.H, self.total_q) if self.varlen else (self.B, self.H, self.Nq)
+
+    def stat_strides(self):
+        if self.varlen:
+            return 0, self.total_q
+        return self.H * self.Nq, self.Nq
+
+    def grid_q(self):
+        return (self.n_qblk, self.B * self.H)
+
+    def meta(self, kind, causal, has_kpm):
+        L = self.launch
+        return dict(D=self.D, BLOCK_D=self.BLOCK_D, BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=kind, CAUSAL=causal,
+                    HAS_KPM=has_kpm, IS_VARLEN=self.varlen, PREC=self.prec, num_warps=L.num_warps,
+                    num_stages=L.num_stages)
+
+
+def _alpha_buffer(alpha_t: Optional[Tensor], alpha_f: float, H: int, device) -> Tensor:
+    if alpha_t is not None:
+        return alpha_t.detach().to(device=device, dtype=torch.float32).reshape(-1).expand(H).contiguous()
+    return torch.full((H,), alpha_f, dtype=torch.float32, device=device)
+
+
+def _dummy(device):
+    return torch.empty(1, dtype=torch.int32, device=device)
+
+
+def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_o2, need_stats):
+    geo = _Geom(q, k, v, cu_q, max_q, max_k)
+    dev = q.device
+    kind = alpha_kind(alpha_t, alpha_f)
+    alpha_buf = _alpha_buffer(alpha_t, alpha_f, geo.H, dev)
+    out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=dev)
+    o2 = torch.empty_like(out) if need_o2 else out.new_empty(0)
+    m = torch.empty(geo.stat_shape(), dtype=torch.float32, device=dev)
+    tau = torch.empty_like(m)
+    supp = torch.empty(geo.stat_shape(), dtype=torch.int32, device=dev) if need_stats else _dummy(dev)
+    tmax = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.float32, device=dev)
+    taumin = torch.empty((geo.B * geo.H, geo.n_qblk), dtype=torch.float32, device=dev)
+    if out.numel() == 0 or geo.B * geo.H == 0:
+        return out, o2, tau, supp, tmax, taumin
+    kpm_t = kpm.view(torch.uint8) if kpm is not None else _dummy(dev)
+    skpm = kpm.stride(0) if kpm is not None else 0
+    cq = cu_q if cu_q is not None else _dummy(dev)
+    ck = cu_k if cu_k is not None else _dummy(dev)
+    sq, sk, sv, so = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(out)
+    smb, smh = geo.stat_strides()
+    Nq = 0 if geo.varlen else geo.Nq
+    Nk = 0 if geo.varlen else geo.Nk
+    common = (*sq, *sk, skpm, smb, smh, geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale))
+    meta = geo.meta(kind, causal, kpm is not None)
+    grid = geo.grid_q()
+    rowmax_kernel[grid](q, k, kpm_t, cq, ck, alpha_buf, m, tmax, *common, **meta)
+    max_iters = config.MAX_ITERS_GENERAL if kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
+    tau_kernel[grid](q, k, kpm_t, cq, ck, alpha_buf, m, tmax, tau, taumin, *common, MAX_ITERS=max_iters, **meta)
+    output_kernel[grid](
+        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, out, o2 if need_o2 else out, supp,
+        *sq, *sk, *sv, *so, skpm, smb, smh, geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale),
+        NEED_O2=need_o2, NEED_STATS=need_stats, **meta,
+    )
+    return out, o2, tau, supp, tmax, taumin
+
+
+def _rowdot(a: Tensor, b: Tensor, varlen: bool) -> Tensor:
+    r = (a.float() * b.float()).sum(-1)
+    return r.transpose(0, 1).contiguous() if varlen else r.contiguous()
+
+
+def _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
+              need_dalpha):
+    geo = _Geom(q, k, v, cu_q, max_q, max_k)
+    dev = q.device
+    kind = alpha_kind(alpha_t, alpha_f)
+    alpha_buf = _alpha_buffer(alpha_t, alpha_f, geo.H, dev)
+    dq = torch.empty(q.shape, dtype=q.dtype, device=dev)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=dev)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=dev)
+    dalpha = torch.zeros(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32, device=dev)
+    if q.numel() == 0 or k.numel() == 0 or geo.B * geo.H == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_(), dalpha
+    do = do if do.stride(-1) == 1 else do.contiguous()
+    delta = _rowdot(do, o2, geo.varlen)
+    kpm_t = kpm.view(torch.uint8) if kpm is not None else _dummy(dev)
+    skpm = kpm.stride(0) if kpm is not None else 0
+    cq = cu_q if cu_q is not None else _dummy(dev)
+    ck = cu_k if cu_k is not None else _dummy(dev)
+    sq, sk, sv, sd = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(do)
+    smb, smh = geo.stat_strides()
+    Nq = 0 if geo.varlen else geo.Nq
+    Nk = 0 if geo.varlen else geo.Nk
+    meta = geo.meta(kind, causal, kpm is not None)
+    asums = torch.empty((4,) + tuple(geo.stat_shape()), dtype=torch.float32, device=dev) if need_dalpha else _dummy(dev)
+    s_asum = asums.stride(0) if need_dalpha else 0
+    dq_kernel[geo.grid_q()](
+        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, do, delta, dq, asums,
+        *sq, *sk, *sv, *sd, *geo.strides(dq), skpm, smb, smh, s_asum,
+        geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale), ALPHA_GRAD=need_dalpha, **meta,
+    )
+    grid_k = (geo.n_kblk, geo.B * geo.Hkv)
+    dkdv_kernel[grid_k](
+        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, do, delta, dk, dv,
+        *sq, *sk, *sv, *sd, *geo.strides(dk), skpm, smb, smh,
+        geo.Hkv, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale), **meta,
+    )
+    if need_dalpha:
+        dg = _rowdot(do, out, geo.varlen)
+        a = (alpha_buf - 1.0).view((-1, 1) if geo.varlen else (1, -1, 1))
+        h1, g1, h2, g2 = asums.unbind(0)
+        a_safe = torch.where(a == 0, torch.ones_like(a), a)
+        gen = (dg - delta) / (a_safe * a_safe) - (g1 - delta * h1) / a_safe
+        lim = 0.5 * (dg * h2 - g2)
+        rows = torch.where(a == 0, lim, gen)
+        per_head = rows.sum(dim=1) if geo.varlen else rows.sum(dim=(0, 2))
+        dalpha = per_head.sum() if alpha_t.dim() == 0 else per_head
+        dalpha = dalpha.reshape(alpha_t.shape).to(torch.float32)
+    return dq, dk, dv, dalpha
+
+
+# ----------------------------------------------------------------------------
+# custom ops
+# ----------------------------------------------------------------------------
+
+
+@torch.library.custom_op("entflash::attn_fwd", mutates_args=())
+def attn_fwd(
+    q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor],
+    cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float, causal: bool, scale: float, need_o2: bool,
+    need_stats: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_o2, need_stats)
+
+
+@attn_fwd.register_fake
+def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_o2, need_stats):
+    geo = _Geom(q, k, v, cu_q, max_q, max_k)
+    out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
+    o2 = torch.empty_like(out) if need_o2 else out.new_empty(0)
+    tau = q.new_empty(geo.stat_shape(), dtype=torch.float32)
+    supp = q.new_empty(geo.stat_shape() if need_stats else (1,), dtype=torch.int32)
+    tmax = q.new_empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.float32)
+    taumin = q.new_empty((geo.B * geo.H, geo.n_qblk), dtype=torch.float32)
+    return out, o2, tau, supp, tmax, taumin
+
+
+@torch.library.custom_op("entflash::attn_bwd", mutates_args=())
+def attn_bwd(
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, o2: Tensor, tau: Tensor, tmax: Tensor, taumin: Tensor,
+    alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], max_q: int,
+    max_k: int, alpha_f: float, causal: bool, scale: float, need_dalpha: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
+                     scale, need_dalpha)
+
+
+@attn_bwd.register_fake
+def _attn_bwd_fake(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
+                   scale, need_dalpha):
+    dalpha = q.new_empty(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dalpha
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_o2, need_stats = inputs
+    out, o2, tau, supp, tmax, taumin = output
+    ctx.save_for_backward(q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
+    ctx.args = (max_q, max_k, alpha_f, causal, scale)
+    ctx.has_o2 = need_o2
+
+
+def _backward(ctx, dout, _do2, _dtau, _dsupp, _dtmax, _dtaumin):
+    q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
+    if not ctx.has_o2:
+        raise RuntimeError("entflash: backward through a forward that ran without gradients enabled")
+    max_q, max_k, alpha_f, causal, scale = ctx.args
+    need_dalpha = bool(alpha_t is not None and ctx.needs_input_grad[3])
+    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k,
+                                  alpha_f, causal, scale, need_dalpha)
+    da = dalpha.to(alpha_t.dtype) if need_dalpha else None
+    return dq, dk, dv, da, None, None, None, None, None, None, None, None, None, None
+
+
+attn_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------
+# entry points used by attention.py (inputs already validated there)
+# ----------------------------------------------------------------------------
+
+
+def _check_supported(q, k, v):
+    if q.device.type != "cuda" and not config.interpreting():
+        raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got device {q.device}")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(
+            f"backend='triton' supports float16, bfloat16 and float32, got {q.dtype}; use backend='torch' for float64"
+        )
+    if v.shape[-1] != q.shape[-1]:
+        raise ValueError(
+            f"backend='triton' needs value's head dim equal to query's, got {v.shape[-1]} and {q.shape[-1]}; "
+            "use backend='torch' for a different value head dim"
+        )
+    if q.shape[-1] > 256:
+        raise ValueError(f"backend='triton' supports head dims up to 256, got {q.shape[-1]}")
+
+
+def _prep(t: Tensor) -> Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _needs_grad(*ts) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in ts)
+
+
+def triton_entmax_attention(q, k, v, *, alpha, causal, scale, key_padding_mask, return_stats):
+    from ..reference import AttentionStats
+
+    _check_supported(q, k, v)
+    alpha_t = alpha if isinstance(alpha, Tensor) else None
+    alpha_f = 0.0 if alpha_t is not None else float(alpha)
+    kpm = key_padding_mask.contiguous() if key_padding_mask is not None else None
+    q, k, v = _prep(q), _prep(k), _prep(v)
+    need_o2 = _needs_grad(q, k, v, alpha_t)
+    out, _o2, tau, supp, _tmax, _taumin = attn_fwd(
+        q, k, v, alpha_t, kpm, None, None, q.shape[2], k.shape[2], alpha_f, causal, scale, need_o2, return_stats
+    )
+    if not return_stats:
+        return out
+    return AttentionStats(out, _user_tau(tau, alpha_t, alpha_f, q.shape[1], False), supp)
+
+
+def triton_entmax_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, alpha, causal, scale):
+    _check_supported(q, k, v)
+    alpha_t = alpha if isinstance(alpha, Tensor) else None
+    alpha_f = 0.0 if alpha_t is not None else float(alpha)
+    q, k, v = _prep(q), _prep(k), _prep(v)
+    need_o2 = _needs_grad(q, k, v, alpha_t)
+    out = attn_fwd(q, k, v, alpha_t, None, cu_q.contiguous(), cu_k.contiguous(), int(max_q), int(max_k), alpha_f,
+                   causal, scale, need_o2, False)[0]
+    return out
+
+
+def _user_tau(tau: Tensor, alpha_t, alpha_f, H, varlen) -> Tensor:
+    """Softmax rows hold log2-sum-exp; report the natural-log one (DESIGN.md units)."""
+    if alpha_t is None:
+        return tau * LN2 if alpha_f == 1.0 else tau
+    a = alpha_t.detach().to(tau.device, torch.float32).reshape(-1).expand(H)
+    soft = (a == 1.0).view((-1, 1) if varlen else (1, -1, 1))
+    return torch.where(soft, tau * LN2, tau)
+

@@ -1,0 +1,127 @@
+"""Shared @triton.jit helpers: sequence bounds, score masking, probabilities.
+
+Units: every kernel works with x = c·(q·k)·scale, where c = α-1 for entmax
+(so p = [x - τ]_+^(1/(α-1)) and τ is in the user-facing units of DESIGN.md §1)
+and c = log2(e) for softmax (p = 2^(x - τ2), τ2 the log2-sum-exp; the API
+converts it back to natural-log units).
+"""
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):
+    """(first row, length) of the query and key sequences of batch entry b."""
+    if IS_VARLEN:
+        qs = tl.load(CU_Q + b)
+        lq = tl.load(CU_Q + b + 1) - qs
+        ks = tl.load(CU_K + b)
+        lk = tl.load(CU_K + b + 1) - ks
+    else:
+        qs = b * 0
+        lq = b * 0 + Nq
+        ks = b * 0
+        lk = b * 0 + Nk
+    return qs, lq, ks, lk
+
+
+@triton.jit
+def head_alpha(ALPHA, h, scale, KIND: tl.constexpr):
+    """(qk_scale, 1/(α-1), is_softmax) for head h; qk_scale = scale·c (see module doc)."""
+    if KIND == 0:
+        qk_scale = scale * 1.4426950408889634
+        inv_a = scale * 0.0 + 1.0
+        is_soft = True
+    elif KIND == 1:
+        qk_scale = scale
+        inv_a = scale * 0.0 + 1.0
+        is_soft = False
+    elif KIND == 2:
+        qk_scale = scale * 0.5
+        inv_a = scale * 0.0 + 2.0
+        is_soft = False
+    else:
+        a = tl.load(ALPHA + h).to(tl.float32) - 1.0
+        is_soft = a == 0.0
+        qk_scale = scale * tl.where(is_soft, 1.4426950408889634, a)
+        inv_a = 1.0 / tl.where(is_soft, 1.0, a)
+    return qk_scale, inv_a, is_soft
+
+
+@triton.jit
+def causal_hi(start_m, Lq, Lk, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
+    """One past the last key any row of this query block can see."""
+    if CAUSAL:
+        hi = tl.minimum(Lk, start_m + BLOCK_M + Lk - Lq)
+        hi = tl.maximum(hi, 0)
+    else:
+        hi = Lk
+    return hi
+
+
+@triton.jit
+def mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
+    """-inf where the key is not visible to the row (padding rows/keys, causal, key padding mask)."""
+    valid = (offs_n[None, :] < Lk) & (offs_m[:, None] < Lq)
+    if CAUSAL:
+        valid = valid & (offs_n[None, :] <= offs_m[:, None] + (Lk - Lq))
+    if HAS_KPM:
+        kp = tl.load(KPM_ROW + offs_n, mask=offs_n < Lk, other=0)
+        valid = valid & (kp[None, :] != 0)
+    return tl.where(valid, s, float("-inf"))
+
+
+@triton.jit
+def probs(x, tau, inv_a, is_soft, KIND: tl.constexpr):
+    """Unnormalized probabilities from scores x (rows) and thresholds tau (per row)."""
+    y = x - tau[:, None]
+    if KIND == 0:
+        p = tl.exp2(y)
+    elif KIND == 1:
+        p = tl.maximum(y, 0.0)
+    elif KIND == 2:
+        y = tl.maximum(y, 0.0)
+        p = y * y
+    else:
+        if is_soft:
+            p = tl.exp2(y)
+        else:
+            # log2(0) = -inf and inv_a > 0, so y = 0 gives exp2(-inf) = 0
+            p = tl.exp2(tl.log2(tl.maximum(y, 0.0)) * inv_a)
+    return p
+
+
+@triton.jit
+def grad_weights(p, x, tau, inv_a, is_soft, KIND: tl.constexpr):
+    """u = p^(2-α) on the support (softmax: u = p), the weights of the entmax Jacobian."""
+    y = x - tau[:, None]
+    if KIND == 0:
+        u = p
+    elif KIND == 1:
+        u = tl.where(y > 0, 1.0, 0.0)
+    elif KIND == 2:
+        u = tl.maximum(y, 0.0)
+    else:
+        if is_soft:
+            u = p
+        else:
+            # p^(2-α) = y^((2-α)/(α-1)) = y^(inv_a - 1)
+            u = tl.where(y > 0, tl.exp2(tl.log2(tl.maximum(y, 1e-30)) * (inv_a - 1.0)), 0.0)
+    return u
+
+
+@triton.jit
+def load_rows(PTR, offs_m, offs_d, Lq, stride_n, D: tl.constexpr):
+    """A (BLOCK_M, BLOCK_D) tile of a row-major [row, d] operand (rows past Lq, cols past D → 0)."""
+    return tl.load(PTR + offs_m[:, None].to(tl.int64) * stride_n + offs_d[None, :],
+                   mask=(offs_m[:, None] < Lq) & (offs_d[None, :] < D), other=0.0)
+
+
+@triton.jit
+def load_cols(PTR, offs_n, offs_d, Lk, stride_n, D: tl.constexpr):
+    """The transpose, (BLOCK_D, BLOCK_N), of a [row, d] tile: K^T or V^T for a dot."""
+    return tl.load(PTR + offs_n[None, :].to(tl.int64) * stride_n + offs_d[:, None],
+                   mask=(offs_n[None, :] < Lk) & (offs_d[:, None] < D), other=0.0)

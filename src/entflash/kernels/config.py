@@ -1,0 +1,53 @@
+"""Block sizes and launch settings.
+
+The tile map (per-tile score maxima) has one entry per (BLOCK_M query rows,
+BLOCK_N keys) tile; every pass uses the same BLOCK_M/BLOCK_N so that the map
+means the same tile everywhere.
+
+Under TRITON_INTERPRET=1 (CPU CI) small blocks make tests at N ~ 65 cross
+several tiles, so the skipping logic is exercised.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# Alpha kinds (constexpr KIND in the kernels)
+KIND_SOFTMAX = 0  # α = 1: p = exp(z - lse)
+KIND_SPARSEMAX = 1  # α = 2: p = [z - τ]_+
+KIND_ENTMAX15 = 2  # α = 1.5: p = [z/2 - τ]_+^2
+KIND_GENERAL = 3  # any α (runtime, per head), incl. α = 1 heads of a per-head tensor
+
+MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
+MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
+
+
+@dataclass(frozen=True)
+class Launch:
+    BLOCK_M: int
+    BLOCK_N: int
+    num_warps: int
+    num_stages: int
+
+
+def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
+    if interpreting():
+        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
+    if dtype == torch.float32 or head_dim > 128:
+        return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+    return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8 if head_dim > 64 else 4, num_stages=2)
+
+
+def block_d(head_dim: int) -> int:
+    d = 16
+    while d < head_dim:
+        d *= 2
+    return d

@@ -1,0 +1,203 @@
+"""The threshold stage: pass 1 (row max + tile map) and the τ pass.
+
+Pass 1 is the only dense pass: it sees every visible score once, keeps the row
+maximum m_i and writes, per (BLOCK_M, BLOCK_N) tile, the maximum score of the
+tile (the tile map). For entmax, τ_i >= m_i - 1 (x units), so a tile whose
+maximum is at most min_i (m_i - 1) can never hold a nonzero and no later pass
+reads its keys.
+
+The τ pass then runs, inside one launch, as many sweeps over the candidate
+tiles as needed:
+
+* α = 1.5 and 2 (KIND 2 / 1): Newton steps from the lower bound m - 1; each
+  sweep also solves the closed form on the current set {x > τ} and accepts it
+  when it is consistent (no member below it, nothing outside above it). That
+  root is the exact τ (up to float32 rounding of the sums). Usually 3-6 sweeps.
+* any other α (KIND 3, per-head runtime α): a safeguarded Halley iteration
+  on the bracket [m - 1, m] until the Newton step is below ~1e-6 (relative).
+* softmax rows (KIND 0, or α = 1 heads of KIND 3): one sweep, τ = log2-sum-exp.
+
+Sweeps after the first only visit tiles whose maximum exceeds the smallest
+current lower bound of τ in the block, so the candidate set shrinks as τ rises.
+It also writes τ_min per query block: later passes visit tile (i, j) only if
+its maximum exceeds τ_min of block i.
+"""
+
+import triton
+import triton.language as tl
+
+from .common import causal_hi, head_alpha, load_cols, load_rows, mask_scores, seq_bounds
+
+
+@triton.jit
+def rowmax_kernel(
+    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX,
+    sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
+    H, G, Nq, Nk, n_qblk, n_kblk, scale,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // G
+    qs, Lq, ks, Lk = seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
+    start_m = pid_m * BLOCK_M
+    if start_m < Lq:
+        qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        offs_n0 = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK_D)
+        q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + qs.to(tl.int64) * sqn
+        k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + ks.to(tl.int64) * skn
+        kpm_row = KPM + b.to(tl.int64) * skpm
+        q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
+        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        for start_n in range(0, hi, BLOCK_N):
+            offs_n = start_n + offs_n0
+            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+            s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+            x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+            xm = tl.max(x, 1)
+            m = tl.maximum(m, xm)
+            tl.store(tmax_row + start_n // BLOCK_N, tl.max(xm, 0))
+        n_kseq = tl.cdiv(Lk, BLOCK_N)
+        for j in range(tl.cdiv(hi, BLOCK_N), n_kseq):
+            tl.store(tmax_row + j, float("-inf"))
+        m_ptr = M + b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
+        tl.store(m_ptr + offs_m, m, mask=offs_m < Lq)
+
+
+@triton.jit
+def tau_kernel(
+    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN,
+    sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
+    H, G, Nq, Nk, n_qblk, n_kblk, scale,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
+    PREC: tl.constexpr, MAX_ITERS: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // G
+    qs, Lq, ks, Lk = seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
+    start_m = pid_m * BLOCK_M
+    if start_m < Lq:
+        qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        offs_n0 = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK_D)
+        q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + qs.to(tl.int64) * sqn
+        k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + ks.to(tl.int64) * skn
+        kpm_row = KPM + b.to(tl.int64) * skpm
+        stat_off = b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
+        rmask = offs_m < Lq
+        m = tl.load(M + stat_off + offs_m, mask=rmask, other=float("-inf"))
+        valid = m > float("-inf")
+        m_safe = tl.where(valid, m, 0.0)
+        q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
+        hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
+        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        INF: tl.constexpr = float("inf")
+        if KIND == 0:
+            soft_rows = True
+        elif KIND == 3:
+            soft_rows = is_soft
+        else:
+            soft_rows = False
+        if soft_rows:
+            # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
+            l = tl.zeros([BLOCK_M], tl.float32)
+            for start_n in range(0, hi, BLOCK_N):
+                tm = tl.load(tmax_row + start_n // BLOCK_N)
+                if tm > float("-inf"):
+                    offs_n = start_n + offs_n0
+                    kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+                    s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+                    x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                    l += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
+            tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, l, 1.0)), INF)
+            tau_min = tl.min(tl.full([BLOCK_M], float("-inf"), tl.float32), 0)  # softmax: no tile is skipped
+        else:
+            tau = m_safe - 1.0
+            res = tl.full([BLOCK_M], INF, tl.float32)
+            done = ~valid
+            lo = m_safe - 1.0
+            hi_b = m_safe
+            for it in range(MAX_ITERS):
+                todo = valid & ~done
+                n_todo = tl.sum(todo.to(tl.int32), 0)
+                if n_todo > 0:
+                    thr = tl.min(tl.where(todo, tau, INF), 0)
+                    c0 = tl.zeros([BLOCK_M], tl.float32)
+                    c1 = tl.zeros([BLOCK_M], tl.float32)
+                    c2 = tl.zeros([BLOCK_M], tl.float32)
+                    ymin = tl.full([BLOCK_M], INF, tl.float32)
+                    for start_n in range(0, hi, BLOCK_N):
+                        tm = tl.load(tmax_row + start_n // BLOCK_N)
+                        if tm > thr:
+                            offs_n = start_n + offs_n0
+                            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+                            s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+                            x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                            y = x - tau[:, None]
+                            ins = y > 0
+                            if KIND == 3:
+                                yp = tl.where(ins, y, 1.0)
+                                t0 = tl.exp2(tl.log2(yp) * inv_a)
+                                t1 = t0 / yp
+                                c0 += tl.sum(tl.where(ins, t0, 0.0), 1)
+                                c1 += tl.sum(tl.where(ins, t1, 0.0), 1)
+                                c2 += tl.sum(tl.where(ins, t1 / yp, 0.0), 1)
+                            else:
+                                yz = tl.where(ins, y, 0.0)
+                                c0 += tl.sum(ins.to(tl.float32), 1)
+                                c1 += tl.sum(yz, 1)
+                                if KIND == 2:
+                                    c2 += tl.sum(yz * yz, 1)
+                                ymin = tl.minimum(ymin, tl.min(tl.where(ins, y, INF), 1))
+                    if KIND == 3:
+                        # f = Σ y^s - 1, f' = -s Σ y^(s-1), f'' = s (s-1) Σ y^(s-2)
+                        f = c0 - 1.0
+                        fp = -inv_a * c1
+                        fpp = inv_a * (inv_a - 1.0) * c2
+                        lo = tl.where(todo & (f > 0), tau, lo)
+                        hi_b = tl.where(todo & (f <= 0), tau, hi_b)
+                        newton = tl.where(fp < 0, f / tl.where(fp < 0, fp, -1.0), 0.0)
+                        den = 2.0 * fp * fp - f * fpp
+                        halley = tl.where((f > 0) & (den > 0), 2.0 * f * fp / tl.where(den > 0, den, 1.0), newton)
+                        cand = tau - halley
+                        inside = (cand > lo) & (cand < hi_b)
+                        cand = tl.where(inside, cand, 0.5 * (lo + hi_b))
+                        tol = 1e-6 * tl.maximum(tl.abs(tau), 1.0)
+                        conv = todo & ((tl.abs(newton) <= tol) | (hi_b - lo <= tol))
+                        res = tl.where(conv, tau, res)
+                        done = done | conv
+                        tau = tl.where(todo & ~conv, cand, tau)
+                    else:
+                        # closed form on S = {x > τ}, in units shifted by τ
+                        cnt = tl.maximum(c0, 1.0)
+                        if KIND == 1:
+                            t = (c1 - 1.0) / cnt
+                            step = t
+                        else:
+                            mean = c1 / cnt
+                            t = mean - tl.sqrt(tl.maximum((1.0 - (c2 - c1 * mean)) / cnt, 0.0))
+                            step = (c2 - 1.0) / (2.0 * tl.maximum(c1, 1e-30))
+                        tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
+                        ok = todo & (c0 > 0) & (t >= -tol) & (t <= ymin + tol)
+                        res = tl.where(ok, tau + t, res)
+                        done = done | ok
+                        tau = tl.where(todo & ~ok, tau + step, tau)
+            # rows that hit MAX_ITERS keep the last iterate (accurate to rounding)
+            tau = tl.where(valid & ~done, tau, res)
+            tau = tl.where(valid, tau, INF)
+            tau_min = tl.min(tl.where(valid, tau, INF), 0)
+        tl.store(TAU + stat_off + offs_m, tau, mask=rmask)
+        tl.store(TAUMIN + pid_bh.to(tl.int64) * n_qblk + pid_m, tau_min)
