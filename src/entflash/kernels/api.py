@@ -60,7 +60,8 @@ class _Geom:
         self.BLOCK_D = config.block_d(self.D)
         self.n_qblk = max(1, triton.cdiv(self.Nq, self.launch.BLOCK_M))
         self.n_kblk = max(1, triton.cdiv(self.Nk, self.launch.BLOCK_N))
-        self.prec = "ieee" if q.dtype == torch.float32 else "tf32"
+        # float32 dots in full precision (the tolerance rule compares with float32 torch); half types: default
+        self.prec = "ieee" if q.dtype == torch.float32 else None
 
     def strides(self, t):
         """(batch, head, row) strides of a dense (B, H, N, D) or varlen (T, H, D) tensor."""
@@ -92,6 +93,14 @@ def _alpha_buffer(alpha_t: Optional[Tensor], alpha_f: float, H: int, device) -> 
     return torch.full((H,), alpha_f, dtype=torch.float32, device=device)
 
 
+def _new(shape, dtype, device):
+    """An output buffer: uninitialized, or NaN-filled (-1 for ints) when config.POISON is set."""
+    if config.POISON:
+        fill = float("nan") if dtype.is_floating_point else -1
+        return torch.full(shape, fill, dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 def _dummy(device):
     return torch.empty(1, dtype=torch.int32, device=device)
 
@@ -101,13 +110,13 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     dev = q.device
     kind = alpha_kind(alpha_t, alpha_f)
     alpha_buf = _alpha_buffer(alpha_t, alpha_f, geo.H, dev)
-    out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=dev)
-    o2 = torch.empty_like(out) if need_o2 else out.new_empty(0)
-    m = torch.empty(geo.stat_shape(), dtype=torch.float32, device=dev)
-    tau = torch.empty_like(m)
-    supp = torch.empty(geo.stat_shape(), dtype=torch.int32, device=dev) if need_stats else _dummy(dev)
-    tmax = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.float32, device=dev)
-    taumin = torch.empty((geo.B * geo.H, geo.n_qblk), dtype=torch.float32, device=dev)
+    out = _new(q.shape[:-1] + (v.shape[-1],), q.dtype, dev)
+    o2 = _new(out.shape, q.dtype, dev) if need_o2 else out.new_empty(0)
+    m = _new(geo.stat_shape(), torch.float32, dev)
+    tau = _new(geo.stat_shape(), torch.float32, dev)
+    supp = _new(geo.stat_shape(), torch.int32, dev) if need_stats else _dummy(dev)
+    tmax = _new((geo.B * geo.H, geo.n_qblk, geo.n_kblk), torch.float32, dev)
+    taumin = _new((geo.B * geo.H, geo.n_qblk), torch.float32, dev)
     if out.numel() == 0 or geo.B * geo.H == 0:
         return out, o2, tau, supp, tmax, taumin
     kpm_t = kpm.view(torch.uint8) if kpm is not None else _dummy(dev)
@@ -143,9 +152,9 @@ def _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k,
     dev = q.device
     kind = alpha_kind(alpha_t, alpha_f)
     alpha_buf = _alpha_buffer(alpha_t, alpha_f, geo.H, dev)
-    dq = torch.empty(q.shape, dtype=q.dtype, device=dev)
-    dk = torch.empty(k.shape, dtype=k.dtype, device=dev)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=dev)
+    dq = _new(q.shape, q.dtype, dev)
+    dk = _new(k.shape, k.dtype, dev)
+    dv = _new(v.shape, v.dtype, dev)
     dalpha = torch.zeros(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32, device=dev)
     if q.numel() == 0 or k.numel() == 0 or geo.B * geo.H == 0:
         return dq.zero_(), dk.zero_(), dv.zero_(), dalpha
@@ -160,7 +169,7 @@ def _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k,
     Nq = 0 if geo.varlen else geo.Nq
     Nk = 0 if geo.varlen else geo.Nk
     meta = geo.meta(kind, causal, kpm is not None)
-    asums = torch.empty((4,) + tuple(geo.stat_shape()), dtype=torch.float32, device=dev) if need_dalpha else _dummy(dev)
+    asums = _new((4,) + tuple(geo.stat_shape()), torch.float32, dev) if need_dalpha else _dummy(dev)
     s_asum = asums.stride(0) if need_dalpha else 0
     dq_kernel[geo.grid_q()](
         q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, do, delta, dq, asums,

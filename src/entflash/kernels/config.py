@@ -26,6 +26,10 @@ KIND_SPARSEMAX = 1  # α = 2: p = [z - τ]_+
 KIND_ENTMAX15 = 2  # α = 1.5: p = [z/2 - τ]_+^2
 KIND_GENERAL = 3  # any α (runtime, per head), incl. α = 1 heads of a per-head tensor
 
+# Tests set POISON so that every output buffer starts as NaN: an element a
+# kernel forgot to write then fails the comparison instead of passing by luck.
+POISON = os.environ.get("ENTFLASH_POISON") == "1"
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 

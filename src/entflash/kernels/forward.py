@@ -63,7 +63,7 @@ def output_kernel(
                 s = tl.dot(q, kT, input_precision=PREC) * qk_scale
                 x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
                 p = probs(x, tau, inv_a, is_soft, KIND)
-                v = tl.trans(load_cols(v_base, offs_n, offs_d, Lk, svn, D))
+                v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
                 acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
                 l += tl.sum(p, 1)
                 if NEED_O2:
@@ -78,6 +78,7 @@ def output_kernel(
                     else:
                         cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
         out = acc / tl.where(l > 0, l, 1.0)[:, None]
+        out = tl.where((tau != tau)[:, None], float("nan"), out)
         o_base = OUT + b.to(tl.int64) * sob + h.to(tl.int64) * soh + qs.to(tl.int64) * son
         o_ptrs = o_base + offs_m[:, None].to(tl.int64) * son + offs_d[None, :]
         omask = rmask[:, None] & (offs_d[None, :] < D)

@@ -55,6 +55,7 @@ def rowmax_kernel(
         kpm_row = KPM + b.to(tl.int64) * skpm
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        bad = tl.zeros([BLOCK_M], tl.int32)  # a NaN score (max ignores NaN) makes the row NaN
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
         tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
         for start_n in range(0, hi, BLOCK_N):
@@ -64,10 +65,12 @@ def rowmax_kernel(
             x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
             xm = tl.max(x, 1)
             m = tl.maximum(m, xm)
+            bad = tl.maximum(bad, tl.max((x != x).to(tl.int32), 1))
             tl.store(tmax_row + start_n // BLOCK_N, tl.max(xm, 0))
         n_kseq = tl.cdiv(Lk, BLOCK_N)
         for j in range(tl.cdiv(hi, BLOCK_N), n_kseq):
             tl.store(tmax_row + j, float("-inf"))
+        m = tl.where((bad > 0) | (m == float("inf")), float("nan"), m)
         m_ptr = M + b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
         tl.store(m_ptr + offs_m, m, mask=offs_m < Lq)
 
@@ -199,5 +202,6 @@ def tau_kernel(
             tau = tl.where(valid & ~done, tau, res)
             tau = tl.where(valid, tau, INF)
             tau_min = tl.min(tl.where(valid, tau, INF), 0)
+        tau = tl.where(m != m, float("nan"), tau)  # NaN / +inf scores: the row is NaN
         tl.store(TAU + stat_off + offs_m, tau, mask=rmask)
         tl.store(TAUMIN + pid_bh.to(tl.int64) * n_qblk + pid_m, tau_min)

@@ -1,0 +1,1 @@
+"""Benchmark and sparsity CLI: `python -m entflash.bench` (DESIGN.md §6)."""

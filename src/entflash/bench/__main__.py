@@ -1,0 +1,234 @@
+"""`python -m entflash.bench`: speed, sparsity and memory, side by side (DESIGN.md §6).
+
+    python -m entflash.bench                       # the full sweep (D 64/128, N 4k/16k/64k, causal or not)
+    python -m entflash.bench --d 64 --n 16384 --causal yes --inputs clustered random
+    python -m entflash.bench --errors              # exactness report (N=1024, D=64) instead of timings
+
+Writes benchmarks/results/<date>-<gpu>.jsonl (one object per case and method),
+prints a table, and with --plot draws PNGs next to the JSONL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import subprocess
+import sys
+
+import torch
+
+from .inputs import make_inputs
+from .methods import ALL_METHODS, get_method
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(__file__)).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def _env() -> dict:
+    import triton
+
+    return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+            "commit": os.environ.get("ENTFLASH_COMMIT", _commit()), "date": _dt.date.today().isoformat()}
+
+
+def _bench(fn, grad_to_none=None, rep=100):
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=25, rep=rep, grad_to_none=grad_to_none, return_mode="median")
+
+
+def sparsity(q, k, alpha, causal, nblocks=8, block=64):
+    """(element sparsity over all rows, 64x64-block sparsity on sampled query blocks), from entflash's τ."""
+    import entflash
+
+    B, H, N, D = q.shape
+    st = entflash.entmax_attention(q, k, k, alpha=alpha, causal=causal, return_stats=True)
+    vis = torch.arange(1, N + 1, device=q.device, dtype=torch.float64) if causal else torch.full((N,), float(N), device=q.device, dtype=torch.float64)
+    elem = 1.0 - st.support.double().sum().item() / (B * H * vis.sum().item())
+    g = torch.Generator(device="cpu").manual_seed(0)
+    nz = tot = 0
+    a = alpha - 1.0
+    for h in sorted({0, H // 2, H - 1}):
+        for qb in torch.randint(0, max(1, N // block), (nblocks,), generator=g).tolist():
+            rows = slice(qb * block, min(N, (qb + 1) * block))
+            x = (q[0, h, rows].float() @ k[0, h].float().T) * (a / math.sqrt(D))
+            i = torch.arange(rows.start, rows.stop, device=q.device)[:, None]
+            j = torch.arange(N, device=q.device)[None, :]
+            visible = (j <= i) if causal else torch.ones_like(x, dtype=torch.bool)
+            on = (x > st.tau[0, h, rows, None]) & visible
+            nb = math.ceil(N / block)
+            pad = nb * block - N
+            onb = torch.nn.functional.pad(on, (0, pad)).view(on.shape[0], nb, block).any(-1).any(0)
+            visb = torch.nn.functional.pad(visible, (0, pad)).view(on.shape[0], nb, block).any(-1).any(0)
+            nz += onb.sum().item()
+            tot += visb.sum().item()
+    return elem, 1.0 - nz / max(tot, 1)
+
+
+def run_case(method, D, N, causal, inputs, alpha=1.5, H=16, tokens=32768, dtype=torch.bfloat16, rep=100):
+    B = max(1, tokens // N)
+    fn, why = get_method(method, alpha, causal, N, D)
+    row = {"method": method, "D": D, "N": N, "B": B, "H": H, "causal": causal, "inputs": inputs, "alpha": alpha,
+           "dtype": str(dtype).replace("torch.", "")}
+    if fn is None:
+        row["skipped"] = why
+        return row
+    q, k, v = make_inputs(inputs, B, H, N, D, causal, dtype=dtype)
+    try:
+        with torch.no_grad():
+            row["fwd_ms"] = _bench(lambda: fn(q, k, v), rep=rep)
+        qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+        dout = torch.randn_like(q)
+
+        def step():
+            fn(qg, kg, vg).backward(dout)
+
+        row["fwdbwd_ms"] = _bench(step, grad_to_none=[qg, kg, vg], rep=rep)
+        torch.cuda.synchronize()
+        for t in (qg, kg, vg):
+            t.grad = None
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        row["peak_extra_mib"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+        flops = 4 * B * H * N * N * D * (0.5 if causal else 1.0)
+        row["fwd_tflops"] = round(flops / row["fwd_ms"] * 1e-9, 1)
+        row["fwdbwd_tflops"] = round(3.5 * flops / row["fwdbwd_ms"] * 1e-9, 1)
+    except Exception as e:  # report, do not hide: the row says what failed
+        row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    del q, k, v
+    torch.cuda.empty_cache()
+    return row
+
+
+def errors_report(N=1024, D=64, H=8):
+    """Relative L2 error of out and dq against float64 sort-based entmax-1.5 (ANCHORS.md's exactness line)."""
+    from entflash.reference import naive_entmax_attention
+
+    rows = []
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, H, N, D, device="cuda", generator=g, dtype=torch.float64) for _ in range(3))
+    dout = torch.randn(1, H, N, D, device="cuda", generator=g, dtype=torch.float64)
+    for causal in (True, False):
+        q64, k64, v64 = (t.clone().requires_grad_() for t in (q, k, v))
+        ref = naive_entmax_attention(q64, k64, v64, alpha=1.5, causal=causal)
+        ref.backward(dout)
+        for method in ("entflash", "adasplash_v1", "adasplash_v2"):
+            fn, why = get_method(method, 1.5, causal, N, D)
+            for dt in (torch.bfloat16, torch.float16, torch.float32):
+                r = {"kind": "errors", "method": method, "causal": causal, "dtype": str(dt).replace("torch.", ""), "N": N, "D": D}
+                if fn is None:
+                    r["skipped"] = why
+                    rows.append(r)
+                    break
+                try:
+                    ql, kl, vl = (t.detach().to(dt).requires_grad_() for t in (q, k, v))
+                    out = fn(ql, kl, vl)
+                    out.backward(dout.to(dt))
+                    rel = lambda a, b: ((a.double() - b).norm() / b.norm()).item()  # noqa: E731
+                    r.update(out_rel_l2=rel(out, ref), dq_rel_l2=rel(ql.grad, q64.grad), dk_rel_l2=rel(kl.grad, k64.grad),
+                             dv_rel_l2=rel(vl.grad, v64.grad))
+                except Exception as e:
+                    r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                rows.append(r)
+    return rows
+
+
+def _table(rows):
+    cud = {}
+    for r in rows:
+        if r.get("method") == "sdpa_cudnn" and "fwd_ms" in r:
+            cud[(r["D"], r["N"], r["causal"], r["inputs"])] = r
+    lines = [f"{'D':>4} {'N':>6} {'causal':>6} {'inputs':>9} {'method':>13} {'fwd ms':>9} {'f+b ms':>9} "
+             f"{'fwd xcuDNN':>10} {'f+b xcuDNN':>10} {'blk sp':>7} {'MiB':>7}"]
+    for r in rows:
+        if r.get("kind") == "errors":
+            continue
+        key = (r["D"], r["N"], r["causal"], r["inputs"])
+        c = cud.get(key)
+        if "fwd_ms" not in r:
+            lines.append(f"{r['D']:>4} {r['N']:>6} {str(r['causal']):>6} {r['inputs']:>9} {r['method']:>13}  "
+                         f"{r.get('skipped') or r.get('error', '')}")
+            continue
+        rf = f"{r['fwd_ms'] / c['fwd_ms']:.2f}" if c else "-"
+        rb = f"{r['fwdbwd_ms'] / c['fwdbwd_ms']:.2f}" if c else "-"
+        bs = r.get("block_sparsity")
+        lines.append(f"{r['D']:>4} {r['N']:>6} {str(r['causal']):>6} {r['inputs']:>9} {r['method']:>13} "
+                     f"{r['fwd_ms']:>9.3f} {r['fwdbwd_ms']:>9.3f} {rf:>10} {rb:>10} "
+                     f"{(f'{bs:.1%}' if bs is not None else '-'):>7} {r.get('peak_extra_mib', '-'):>7}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m entflash.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--d", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--n", type=int, nargs="+", default=[4096, 16384, 65536])
+    ap.add_argument("--causal", nargs="+", default=["yes", "no"], choices=["yes", "no"])
+    ap.add_argument("--inputs", nargs="+", default=["clustered", "random"], choices=["clustered", "random"])
+    ap.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS))
+    ap.add_argument("--alpha", type=float, default=1.5)
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=32768, help="B*N")
+    ap.add_argument("--rep", type=int, default=100, help="do_bench repetition time (ms)")
+    ap.add_argument("--skip-slow", action="store_true", help="skip adasplash_v1 beyond N=16384 (it takes seconds per call)")
+    ap.add_argument("--errors", action="store_true", help="exactness report instead of timings")
+    ap.add_argument("--out", default=None, help="JSONL path (default benchmarks/results/<date>-<gpu>.jsonl)")
+    ap.add_argument("--plot", action="store_true")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("entflash.bench needs a CUDA GPU", file=sys.stderr)
+        return 2
+    env = _env()
+    out = args.out or os.path.join("benchmarks", "results", f"{env['date']}-{env['gpu'].replace(' ', '_')}.jsonl")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    rows = []
+    with open(out, "a") as fh:
+        if args.errors:
+            for r in errors_report():
+                r.update(env)
+                rows.append(r)
+                fh.write(json.dumps(r) + "\n")
+                print(json.dumps(r), flush=True)
+            return 0
+        for D in args.d:
+            for N in args.n:
+                for causal in (c == "yes" for c in args.causal):
+                    for inputs in args.inputs:
+                        sp = None
+                        for method in args.methods:
+                            if args.skip_slow and method == "adasplash_v1" and N > 16384:
+                                continue
+                            r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads,
+                                         tokens=args.tokens, rep=args.rep)
+                            if sp is None and method == "entflash" and "fwd_ms" in r:
+                                q, k, _ = make_inputs(inputs, 1, args.heads, N, D, causal)
+                                sp = sparsity(q, k, args.alpha, causal)
+                                del q, k
+                            r.update(env)
+                            rows.append(r)
+                            print(json.dumps(r), flush=True)
+                        for r in rows:
+                            if (r["D"], r["N"], r["causal"], r["inputs"]) == (D, N, causal, inputs) and sp:
+                                r["elem_sparsity"], r["block_sparsity"] = round(sp[0], 4), round(sp[1], 4)
+                        for r in rows:
+                            if (r["D"], r["N"], r["causal"], r["inputs"]) == (D, N, causal, inputs):
+                                fh.write(json.dumps(r) + "\n")
+    print(_table(rows))
+    if args.plot:
+        from .plots import plot_rows
+
+        plot_rows(rows, os.path.splitext(out)[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

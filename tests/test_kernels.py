@@ -1,0 +1,192 @@
+"""Triton kernels (backend="triton") against the float64 oracle.
+
+On a machine without a GPU these run in the Triton interpreter (conftest sets
+TRITON_INTERPRET=1) on small odd shapes, float32/float16; block sizes there
+are 16x16 so that N ~ 65 crosses several tiles and the tile skipping runs.
+Outputs are poisoned (NaN) before every launch.
+"""
+
+import math
+
+import pytest
+import torch
+from helpers import assert_close_rule, oracle, rand_qkv
+
+import entflash
+from entflash.kernels import config
+from entflash.reference import naive_entmax_attention
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    monkeypatch.setattr(config, "POISON", True)
+
+
+def _run(q, k, v, *, grad=True, **kw):
+    out = entflash.entmax_attention(q, k, v, backend="triton", **kw)
+    res = {"out": out}
+    if grad:
+        dout = torch.randn_like(out)
+        ins = [q, k, v] + ([kw["alpha"]] if isinstance(kw.get("alpha"), torch.Tensor) else [])
+        res["grads"] = torch.autograd.grad(out, ins, dout)
+        res["dout"] = dout
+    return res
+
+
+def _check(q, k, v, res, factor=2.0, floor=2e-5, **kw):
+    """flash-attn's rule against the float64 oracle; grads with factor 3."""
+    alpha = kw.get("alpha", 1.5)
+    ins = [q, k, v] + ([alpha] if isinstance(alpha, torch.Tensor) else [])
+    ins64 = [t.detach().double().cpu().requires_grad_() for t in ins]
+    kw64 = dict(kw)
+    kw_low = dict(kw)
+    if isinstance(alpha, torch.Tensor):
+        kw64["alpha"] = ins64[3]
+        kw_low["alpha"] = alpha.detach()
+    if kw.get("key_padding_mask") is not None:
+        kw64["key_padding_mask"] = kw["key_padding_mask"].cpu()
+    ref = naive_entmax_attention(*ins64[:3], **kw64)
+    low = naive_entmax_attention(*(t.detach() for t in ins[:3]), **kw_low)
+    assert_close_rule(res["out"].cpu(), ref, low.cpu(), factor, floor)
+    if "grads" in res:
+        gref = torch.autograd.grad(ref, ins64, res["dout"].double().cpu())
+        lows = [t.detach().clone().requires_grad_() for t in ins]
+        if isinstance(alpha, torch.Tensor):
+            kw_low["alpha"] = lows[3]
+        low = naive_entmax_attention(*lows[:3], **kw_low)
+        glow = torch.autograd.grad(low, lows, res["dout"])
+        for name, g, gr, gl in zip("qkva", res["grads"], gref, glow):
+            assert_close_rule(g.cpu(), gr, gl.cpu(), 3.0, 20 * floor, name=f"d{name}")
+
+
+CASES = [
+    # B, H, Hkv, Nq, Nk, D, alpha, causal
+    (1, 1, 1, 1, 1, 16, 1.5, False),
+    (1, 2, 2, 17, 17, 16, 1.5, True),
+    (2, 2, 1, 63, 65, 16, 2.0, True),
+    (1, 2, 2, 64, 64, 64, 1.5, False),
+    (1, 3, 1, 65, 63, 80, 1.25, True),
+    (1, 2, 2, 33, 40, 16, 1.0, True),
+    (1, 1, 1, 200, 200, 16, 1.5, True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_kernels_match_oracle(case):
+    B, H, Hkv, Nq, Nk, D, alpha, causal = case
+    q, k, v = rand_qkv(B, H, Hkv, Nq, Nk, D, device=DEV, requires_grad=True)
+    res = _run(q, k, v, alpha=alpha, causal=causal)
+    _check(q, k, v, res, alpha=alpha, causal=causal)
+
+
+@pytest.mark.parametrize("Nq,Nk", [(5, 40), (40, 5), (1, 37), (37, 37)])
+def test_causal_bottom_right_nq_ne_nk(Nq, Nk):
+    q, k, v = rand_qkv(1, 2, 1, Nq, Nk, 16, device=DEV, requires_grad=True)
+    res = _run(q, k, v, causal=True)
+    _check(q, k, v, res, causal=True)
+    if Nq > Nk:
+        assert (res["out"][:, :, : Nq - Nk] == 0).all()
+
+
+def test_key_padding_mask_fully_masked_batch():
+    q, k, v = rand_qkv(3, 2, 2, 20, 33, 16, device=DEV, requires_grad=True)
+    kpm = torch.rand(3, 33, device=DEV) > 0.3
+    kpm[1] = False
+    res = _run(q, k, v, key_padding_mask=kpm, causal=True)
+    assert (res["out"][1] == 0).all()
+    _check(q, k, v, res, key_padding_mask=kpm, causal=True)
+
+
+def test_per_head_alpha_with_softmax_head_and_dalpha():
+    q, k, v = rand_qkv(2, 4, 2, 31, 37, 16, device=DEV, requires_grad=True)
+    alpha = torch.tensor([1.0, 1.3, 1.5, 2.0], device=DEV, requires_grad=True)
+    res = _run(q, k, v, alpha=alpha, causal=True)
+    _check(q, k, v, res, alpha=alpha, causal=True)
+
+
+def test_float16():
+    q, k, v = rand_qkv(1, 2, 2, 47, 47, 16, dtype=torch.float16, device=DEV, requires_grad=True)
+    res = _run(q, k, v, causal=True)
+    _check(q, k, v, res, causal=True, floor=1e-3)
+
+
+def test_custom_scale_and_large_scores():
+    q, k, v = rand_qkv(1, 2, 2, 30, 30, 16, device=DEV, requires_grad=True)
+    for scale in (1e-3, 3.0):
+        res = _run(q, k, v, scale=scale)
+        _check(q, k, v, res, scale=scale)
+
+
+def test_return_stats_and_row_sums():
+    N = 16  # v = identity, so the output rows are the probabilities themselves
+    q, k, _ = rand_qkv(1, 2, 2, 29, N, 16, device=DEV)
+    v = torch.eye(N, device=DEV).expand(1, 2, N, N).contiguous()
+    for alpha in (1.5, 2.0, 1.25, 1.0):
+        res = entflash.entmax_attention(q, k, v, alpha=alpha, causal=True, return_stats=True, backend="triton")
+        ref = oracle(q, k, v, alpha=alpha, causal=True, return_stats=True)
+        p = res.out.double().cpu()
+        visible = p.new_ones(29, N).tril(N - 29).bool()
+        rows = visible.any(-1)
+        assert ((p.sum(-1)[..., rows] - 1).abs() < 1e-5).all()
+        assert (p[..., ~rows, :] == 0).all()
+        assert torch.equal(res.support.cpu(), ref.support)
+        tau_ok = torch.isclose(res.tau.double().cpu(), ref.tau.double(), atol=1e-5, rtol=1e-5) | (torch.isinf(ref.tau) & torch.isinf(res.tau.cpu()))
+        assert tau_ok.all()
+
+
+def test_varlen_matches_dense_per_sequence():
+    H, Hkv, D = 2, 1, 16
+    lens_q, lens_k = [7, 0, 30, 18], [9, 5, 30, 3]
+    cu_q = torch.tensor([0] + torch.tensor(lens_q).cumsum(0).tolist(), dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0] + torch.tensor(lens_k).cumsum(0).tolist(), dtype=torch.int32, device=DEV)
+    q = torch.randn(sum(lens_q), H, D, device=DEV, requires_grad=True)
+    k = torch.randn(sum(lens_k), Hkv, D, device=DEV, requires_grad=True)
+    v = torch.randn(sum(lens_k), Hkv, D, device=DEV, requires_grad=True)
+    out = entflash.entmax_attention_varlen(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), causal=True, backend="triton")
+    dout = torch.randn_like(out)
+    g = torch.autograd.grad(out, (q, k, v), dout)
+    ins64 = [t.detach().double().cpu().requires_grad_() for t in (q, k, v)]
+    ref = entflash.entmax_attention_varlen(*ins64, cu_q.cpu(), cu_k.cpu(), max(lens_q), max(lens_k), causal=True,
+                                           backend="torch")
+    gref = torch.autograd.grad(ref, ins64, dout.double().cpu())
+    assert (out.double().cpu() - ref).abs().max() < 1e-5
+    for a, b in zip(g, gref):
+        assert (a.double().cpu() - b).abs().max() < 1e-4
+
+
+def test_noncontiguous_and_expanded_inputs():
+    q = torch.randn(1, 20, 3, 16, device=DEV).transpose(1, 2)  # (B, N, H, D) storage
+    k = torch.randn(1, 20, 1, 16, device=DEV).expand(1, 20, 3, 16).transpose(1, 2)  # stride-0 heads
+    v = torch.randn(1, 20, 1, 16, device=DEV).expand(1, 20, 3, 16).transpose(1, 2)
+    out = entflash.entmax_attention(q, k, v, causal=True, backend="triton")
+    ref = oracle(q, k, v, causal=True)
+    assert (out.double().cpu() - ref).abs().max() < 1e-5
+
+
+def test_empty_inputs():
+    for B, Nq, Nk in ((0, 5, 5), (1, 0, 5), (1, 5, 0)):
+        q, k, v = rand_qkv(B, 2, 2, Nq, Nk, 16, device=DEV, requires_grad=True)
+        out = entflash.entmax_attention(q, k, v, backend="triton")
+        assert out.shape == (B, 2, Nq, 16)
+        assert (out == 0).all()
+        out.sum().backward()
+        assert torch.isfinite(k.grad).all()
+
+
+def test_unsupported_inputs_raise():
+    q, k, v = rand_qkv(1, 2, 2, 5, 5, 16, dtype=torch.float64, device=DEV)
+    with pytest.raises(TypeError, match="float64"):
+        entflash.entmax_attention(q, k, v, backend="triton")
+    q, k, v = rand_qkv(1, 2, 2, 5, 5, 16, device=DEV, Dv=8)
+    with pytest.raises(ValueError, match="head dim"):
+        entflash.entmax_attention(q, k, v, backend="triton")
+
+
+def test_nan_input_propagates_to_its_rows_only():
+    q, k, v = rand_qkv(1, 1, 1, 20, 20, 16, device=DEV)
+    q[0, 0, 3, 0] = math.nan
+    out = entflash.entmax_attention(q, k, v, backend="triton")
+    assert torch.isnan(out[0, 0, 3]).all()
+    assert torch.isfinite(out[0, 0, torch.arange(20) != 3]).all()
