@@ -85,7 +85,7 @@ def run_case(method, D, N, causal, inputs, alpha=1.5, H=16, tokens=32768, dtype=
     try:
         with torch.no_grad():
             row["fwd_ms"] = _bench(lambda: fn(q, k, v), rep=rep)
-        qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+        qg, kg, vg = [t.clone().requires_grad_() for t in (q, k, v)]
         dout = torch.randn_like(q)
 
         def step():

@@ -47,7 +47,7 @@ def output_kernel(
         thr = tl.load(TAUMIN + pid_bh.to(tl.int64) * n_qblk + pid_m)
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-        l = tl.zeros([BLOCK_M], tl.float32)
+        lsum = tl.zeros([BLOCK_M], tl.float32)
         if NEED_O2:
             acc2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
             l2 = tl.zeros([BLOCK_M], tl.float32)
@@ -65,7 +65,7 @@ def output_kernel(
                 p = probs(x, tau, inv_a, is_soft, KIND)
                 v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
                 acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
-                l += tl.sum(p, 1)
+                lsum += tl.sum(p, 1)
                 if NEED_O2:
                     u = grad_weights(p, x, tau, inv_a, is_soft, KIND)
                     acc2 += tl.dot(u.to(v.dtype), v, input_precision=PREC)
@@ -77,7 +77,7 @@ def output_kernel(
                         cnt += tl.sum(tl.where(is_soft, x > float("-inf"), x > tau[:, None]).to(tl.int32), 1)
                     else:
                         cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
-        out = acc / tl.where(l > 0, l, 1.0)[:, None]
+        out = acc / tl.where(lsum > 0, lsum, 1.0)[:, None]
         out = tl.where((tau != tau)[:, None], float("nan"), out)
         o_base = OUT + b.to(tl.int64) * sob + h.to(tl.int64) * soh + qs.to(tl.int64) * son
         o_ptrs = o_base + offs_m[:, None].to(tl.int64) * son + offs_d[None, :]

@@ -116,7 +116,7 @@ def tau_kernel(
             soft_rows = False
         if soft_rows:
             # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
-            l = tl.zeros([BLOCK_M], tl.float32)
+            lsum = tl.zeros([BLOCK_M], tl.float32)
             for start_n in range(0, hi, BLOCK_N):
                 tm = tl.load(tmax_row + start_n // BLOCK_N)
                 if tm > float("-inf"):
@@ -124,8 +124,8 @@ def tau_kernel(
                     kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
                     s = tl.dot(q, kT, input_precision=PREC) * qk_scale
                     x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
-                    l += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
-            tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, l, 1.0)), INF)
+                    lsum += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
+            tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
             tau_min = tl.min(tl.full([BLOCK_M], float("-inf"), tl.float32), 0)  # softmax: no tile is skipped
         else:
             tau = m_safe - 1.0
