@@ -105,7 +105,6 @@ def run_case(method, D, N, causal, inputs, alpha=1.5, H=16, tokens=32768, dtype=
         row["fwdbwd_tflops"] = round(3.5 * flops / row["fwdbwd_ms"] * 1e-9, 1)
     except Exception as e:  # report, do not hide: the row says what failed
         row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
-    del q, k, v
     torch.cuda.empty_cache()
     return row
 
@@ -114,7 +113,6 @@ def errors_report(N=1024, D=64, H=8):
     """Relative L2 error of out and dq against float64 sort-based entmax-1.5 (ANCHORS.md's exactness line)."""
     from entflash.reference import naive_entmax_attention
 
-    rows = []
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(1, H, N, D, device="cuda", generator=g, dtype=torch.float64) for _ in range(3))
     dout = torch.randn(1, H, N, D, device="cuda", generator=g, dtype=torch.float64)
@@ -128,7 +126,7 @@ def errors_report(N=1024, D=64, H=8):
                 r = {"kind": "errors", "method": method, "causal": causal, "dtype": str(dt).replace("torch.", ""), "N": N, "D": D}
                 if fn is None:
                     r["skipped"] = why
-                    rows.append(r)
+                    yield r
                     break
                 try:
                     ql, kl, vl = (t.detach().to(dt).requires_grad_() for t in (q, k, v))
@@ -139,8 +137,7 @@ def errors_report(N=1024, D=64, H=8):
                              dv_rel_l2=rel(vl.grad, v64.grad))
                 except Exception as e:
                     r["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                rows.append(r)
-    return rows
+                yield r
 
 
 def _table(rows):
@@ -197,6 +194,7 @@ def main(argv=None) -> int:
                 r.update(env)
                 rows.append(r)
                 fh.write(json.dumps(r) + "\n")
+                fh.flush()
                 print(json.dumps(r), flush=True)
             return 0
         for D in args.d:

@@ -105,20 +105,21 @@ def _dummy(device):
     return torch.empty(1, dtype=torch.int32, device=device)
 
 
-def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_o2, need_stats):
+def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     dev = q.device
     kind = alpha_kind(alpha_t, alpha_f)
     alpha_buf = _alpha_buffer(alpha_t, alpha_f, geo.H, dev)
     out = _new(q.shape[:-1] + (v.shape[-1],), q.dtype, dev)
-    o2 = _new(out.shape, q.dtype, dev) if need_o2 else out.new_empty(0)
     m = _new(geo.stat_shape(), torch.float32, dev)
     tau = _new(geo.stat_shape(), torch.float32, dev)
     supp = _new(geo.stat_shape(), torch.int32, dev) if need_stats else _dummy(dev)
-    tmax = _new((geo.B * geo.H, geo.n_qblk, geo.n_kblk), torch.float32, dev)
+    # tiles no program writes (past the causal bound) must read as empty
+    tmax = torch.full((geo.B * geo.H, geo.n_qblk, geo.n_kblk), float("-inf"), dtype=torch.float32, device=dev)
     taumin = _new((geo.B * geo.H, geo.n_qblk), torch.float32, dev)
     if out.numel() == 0 or geo.B * geo.H == 0:
-        return out, o2, tau, supp, tmax, taumin
+        return out, tau, supp, tmax, taumin
+    lists = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
     kpm_t = kpm.view(torch.uint8) if kpm is not None else _dummy(dev)
     skpm = kpm.stride(0) if kpm is not None else 0
     cq = cu_q if cu_q is not None else _dummy(dev)
@@ -132,21 +133,17 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     grid = geo.grid_q()
     rowmax_kernel[grid](q, k, kpm_t, cq, ck, alpha_buf, m, tmax, *common, **meta)
     max_iters = config.MAX_ITERS_GENERAL if kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
-    tau_kernel[grid](q, k, kpm_t, cq, ck, alpha_buf, m, tmax, tau, taumin, *common, MAX_ITERS=max_iters, **meta)
+    tau_kernel[grid](q, k, kpm_t, cq, ck, alpha_buf, m, tmax, tau, taumin, lists, *common, MAX_ITERS=max_iters,
+                     KCHUNK=config.KCHUNK, **meta)
     output_kernel[grid](
-        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, out, o2 if need_o2 else out, supp,
+        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, lists, out, supp,
         *sq, *sk, *sv, *so, skpm, smb, smh, geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale),
-        NEED_O2=need_o2, NEED_STATS=need_stats, **meta,
+        NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **meta,
     )
-    return out, o2, tau, supp, tmax, taumin
+    return out, tau, supp, tmax, taumin
 
 
-def _rowdot(a: Tensor, b: Tensor, varlen: bool) -> Tensor:
-    r = (a.float() * b.float()).sum(-1)
-    return r.transpose(0, 1).contiguous() if varlen else r.contiguous()
-
-
-def _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
+def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
               need_dalpha):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     dev = q.device
@@ -159,7 +156,10 @@ def _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k,
     if q.numel() == 0 or k.numel() == 0 or geo.B * geo.H == 0:
         return dq.zero_(), dk.zero_(), dv.zero_(), dalpha
     do = do if do.stride(-1) == 1 else do.contiguous()
-    delta = _rowdot(do, o2, geo.varlen)
+    delta = _new(geo.stat_shape(), torch.float32, dev)
+    da_rows = _new(geo.stat_shape(), torch.float32, dev) if need_dalpha else _dummy(dev)
+    lists_q = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
+    lists_k = torch.empty((geo.B * geo.Hkv, geo.n_kblk, geo.n_qblk), dtype=torch.int32, device=dev)
     kpm_t = kpm.view(torch.uint8) if kpm is not None else _dummy(dev)
     skpm = kpm.stride(0) if kpm is not None else 0
     cq = cu_q if cu_q is not None else _dummy(dev)
@@ -169,28 +169,20 @@ def _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k,
     Nq = 0 if geo.varlen else geo.Nq
     Nk = 0 if geo.varlen else geo.Nk
     meta = geo.meta(kind, causal, kpm is not None)
-    asums = _new((4,) + tuple(geo.stat_shape()), torch.float32, dev) if need_dalpha else _dummy(dev)
-    s_asum = asums.stride(0) if need_dalpha else 0
     dq_kernel[geo.grid_q()](
-        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, do, delta, dq, asums,
-        *sq, *sk, *sv, *sd, *geo.strides(dq), skpm, smb, smh, s_asum,
-        geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale), ALPHA_GRAD=need_dalpha, **meta,
+        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
+        *sq, *sk, *sv, *sd, *geo.strides(dq), skpm, smb, smh,
+        geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale), ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK,
+        **meta,
     )
     grid_k = (geo.n_kblk, geo.B * geo.Hkv)
     dkdv_kernel[grid_k](
-        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, do, delta, dk, dv,
+        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
         *sq, *sk, *sv, *sd, *geo.strides(dk), skpm, smb, smh,
-        geo.Hkv, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale), **meta,
+        geo.Hkv, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale), KCHUNK=config.KCHUNK, **meta,
     )
     if need_dalpha:
-        dg = _rowdot(do, out, geo.varlen)
-        a = (alpha_buf - 1.0).view((-1, 1) if geo.varlen else (1, -1, 1))
-        h1, g1, h2, g2 = asums.unbind(0)
-        a_safe = torch.where(a == 0, torch.ones_like(a), a)
-        gen = (dg - delta) / (a_safe * a_safe) - (g1 - delta * h1) / a_safe
-        lim = 0.5 * (dg * h2 - g2)
-        rows = torch.where(a == 0, lim, gen)
-        per_head = rows.sum(dim=1) if geo.varlen else rows.sum(dim=(0, 2))
+        per_head = da_rows.sum(dim=1) if geo.varlen else da_rows.sum(dim=(0, 2))
         dalpha = per_head.sum() if alpha_t.dim() == 0 else per_head
         dalpha = dalpha.reshape(alpha_t.shape).to(torch.float32)
     return dq, dk, dv, dalpha
@@ -204,59 +196,54 @@ def _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k,
 @torch.library.custom_op("entflash::attn_fwd", mutates_args=())
 def attn_fwd(
     q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor],
-    cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float, causal: bool, scale: float, need_o2: bool,
-    need_stats: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_o2, need_stats)
+    cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float, causal: bool, scale: float, need_stats: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats)
 
 
 @attn_fwd.register_fake
-def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_o2, need_stats):
+def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
-    o2 = torch.empty_like(out) if need_o2 else out.new_empty(0)
     tau = q.new_empty(geo.stat_shape(), dtype=torch.float32)
     supp = q.new_empty(geo.stat_shape() if need_stats else (1,), dtype=torch.int32)
     tmax = q.new_empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.float32)
     taumin = q.new_empty((geo.B * geo.H, geo.n_qblk), dtype=torch.float32)
-    return out, o2, tau, supp, tmax, taumin
+    return out, tau, supp, tmax, taumin
 
 
 @torch.library.custom_op("entflash::attn_bwd", mutates_args=())
 def attn_bwd(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, o2: Tensor, tau: Tensor, tmax: Tensor, taumin: Tensor,
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, tau: Tensor, tmax: Tensor, taumin: Tensor,
     alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], max_q: int,
     max_k: int, alpha_f: float, causal: bool, scale: float, need_dalpha: bool,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _bwd_impl(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
-                     scale, need_dalpha)
+    return _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
+                     need_dalpha)
 
 
 @attn_bwd.register_fake
-def _attn_bwd_fake(do, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
-                   scale, need_dalpha):
+def _attn_bwd_fake(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
+                   need_dalpha):
     dalpha = q.new_empty(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dalpha
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_o2, need_stats = inputs
-    out, o2, tau, supp, tmax, taumin = output
-    ctx.save_for_backward(q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
+    q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats = inputs
+    out, tau, supp, tmax, taumin = output
+    ctx.save_for_backward(q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
     ctx.args = (max_q, max_k, alpha_f, causal, scale)
-    ctx.has_o2 = need_o2
 
 
-def _backward(ctx, dout, _do2, _dtau, _dsupp, _dtmax, _dtaumin):
-    q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
-    if not ctx.has_o2:
-        raise RuntimeError("entflash: backward through a forward that ran without gradients enabled")
+def _backward(ctx, dout, _dtau, _dsupp, _dtmax, _dtaumin):
+    q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
     max_q, max_k, alpha_f, causal, scale = ctx.args
     need_dalpha = bool(alpha_t is not None and ctx.needs_input_grad[3])
-    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, out, o2, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k,
-                                  alpha_f, causal, scale, need_dalpha)
+    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f,
+                                  causal, scale, need_dalpha)
     da = dalpha.to(alpha_t.dtype) if need_dalpha else None
-    return dq, dk, dv, da, None, None, None, None, None, None, None, None, None, None
+    return dq, dk, dv, da, None, None, None, None, None, None, None, None, None
 
 
 attn_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -287,10 +274,6 @@ def _prep(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _needs_grad(*ts) -> bool:
-    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in ts)
-
-
 def triton_entmax_attention(q, k, v, *, alpha, causal, scale, key_padding_mask, return_stats):
     from ..reference import AttentionStats
 
@@ -299,9 +282,8 @@ def triton_entmax_attention(q, k, v, *, alpha, causal, scale, key_padding_mask, 
     alpha_f = 0.0 if alpha_t is not None else float(alpha)
     kpm = key_padding_mask.contiguous() if key_padding_mask is not None else None
     q, k, v = _prep(q), _prep(k), _prep(v)
-    need_o2 = _needs_grad(q, k, v, alpha_t)
-    out, _o2, tau, supp, _tmax, _taumin = attn_fwd(
-        q, k, v, alpha_t, kpm, None, None, q.shape[2], k.shape[2], alpha_f, causal, scale, need_o2, return_stats
+    out, tau, supp, _tmax, _taumin = attn_fwd(
+        q, k, v, alpha_t, kpm, None, None, q.shape[2], k.shape[2], alpha_f, causal, scale, return_stats
     )
     if not return_stats:
         return out
@@ -313,9 +295,8 @@ def triton_entmax_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, alpha, 
     alpha_t = alpha if isinstance(alpha, Tensor) else None
     alpha_f = 0.0 if alpha_t is not None else float(alpha)
     q, k, v = _prep(q), _prep(k), _prep(v)
-    need_o2 = _needs_grad(q, k, v, alpha_t)
     out = attn_fwd(q, k, v, alpha_t, None, cu_q.contiguous(), cu_k.contiguous(), int(max_q), int(max_k), alpha_f,
-                   causal, scale, need_o2, False)[0]
+                   causal, scale, False)[0]
     return out
 
 

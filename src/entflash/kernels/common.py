@@ -125,3 +125,31 @@ def load_cols(PTR, offs_n, offs_d, Lk, stride_n, D: tl.constexpr):
     """The transpose, (BLOCK_D, BLOCK_N), of a [row, d] tile: K^T or V^T for a dot."""
     return tl.load(PTR + offs_n[None, :].to(tl.int64) * stride_n + offs_d[:, None],
                    mask=(offs_n[None, :] < Lk) & (offs_d[:, None] < D), other=0.0)
+
+
+@triton.jit
+def tile_list(MAP, stride_map, THR, stride_thr, thr, n_tiles, LIST, KCHUNK: tl.constexpr, PER_TILE_THR: tl.constexpr):
+    """Compact list of the tiles that may hold a nonzero.
+
+    Writes the indices j < n_tiles with MAP[j * stride_map] > threshold to
+    LIST[0:count] (in increasing order) and returns count. The threshold is
+    the scalar thr, or THR[j * stride_thr] with PER_TILE_THR. A barrier makes
+    the list visible to every thread of the program before it is read; the
+    loops over the list then pipeline their loads like dense loops.
+    """
+    count = n_tiles * 0
+    for c in range(0, n_tiles, KCHUNK):
+        offs = c + tl.arange(0, KCHUNK)
+        inb = offs < n_tiles
+        vals = tl.load(MAP + offs.to(tl.int64) * stride_map, mask=inb, other=float("-inf"))
+        if PER_TILE_THR:
+            th = tl.load(THR + offs.to(tl.int64) * stride_thr, mask=inb, other=float("inf"))
+            keep = inb & (vals > th)
+        else:
+            keep = inb & (vals > thr)
+        k32 = keep.to(tl.int32)
+        pos = count + tl.cumsum(k32, 0) - 1
+        tl.store(LIST + pos, offs, mask=keep)
+        count += tl.sum(k32, 0)
+    tl.debug_barrier()
+    return count

@@ -30,6 +30,8 @@ KIND_GENERAL = 3  # any α (runtime, per head), incl. α = 1 heads of a per-head
 # kernel forgot to write then fails the comparison instead of passing by luck.
 POISON = os.environ.get("ENTFLASH_POISON") == "1"
 
+KCHUNK = 256  # tile-map entries examined per step when building a program's tile list
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 

@@ -1,29 +1,27 @@
 """The sparse output pass: out = Σ_j p_j v_j / Σ_j p_j over the tiles that hold a nonzero.
 
 A tile (i, j) is visited only if its maximum score (tile map, pass 1) exceeds
-τ_min of query block i. The division by Σ p is a rounding-level correction
-(Σ p = 1 up to the float32 error of τ) that makes every row sum to 1.
-
-With NEED_O2 (only when a backward will run) it also accumulates
-O2 = Σ_j u_j v_j / Σ_j u_j with u = p^(2-α), so that the backward's per-row
-δ = Σ u g / Σ u is dO · O2 (the role softmax's rowsum(dO ∘ O) plays).
-With NEED_STATS it counts the support (softmax: the visible keys).
+τ_min of query block i; the visited tiles are first gathered into a compact
+list so that the loop pipelines its loads. The division by Σ p is a
+rounding-level correction (Σ p = 1 up to the float32 error of τ) that makes
+every row sum to 1. With NEED_STATS it counts the support (softmax: the
+visible keys). Nothing else is written: the backward recomputes what it needs.
 """
 
 import triton
 import triton.language as tl
 
-from .common import causal_hi, grad_weights, head_alpha, load_cols, load_rows, mask_scores, probs, seq_bounds
+from .common import causal_hi, head_alpha, load_cols, load_rows, mask_scores, probs, seq_bounds, tile_list
 
 
 @triton.jit
 def output_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, TMAX, TAUMIN, OUT, O2, SUPP,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, TMAX, TAUMIN, LISTS, OUT, SUPP,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, NEED_O2: tl.constexpr, NEED_STATS: tl.constexpr,
+    PREC: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -48,44 +46,32 @@ def output_kernel(
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         lsum = tl.zeros([BLOCK_M], tl.float32)
-        if NEED_O2:
-            acc2 = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-            l2 = tl.zeros([BLOCK_M], tl.float32)
         if NEED_STATS:
             cnt = tl.zeros([BLOCK_M], tl.int32)
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
         tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
-        for start_n in range(0, hi, BLOCK_N):
-            tm = tl.load(tmax_row + start_n // BLOCK_N)
-            if tm > thr:
-                offs_n = start_n + offs_n0
-                kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-                s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-                x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
-                p = probs(x, tau, inv_a, is_soft, KIND)
-                v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
-                acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
-                lsum += tl.sum(p, 1)
-                if NEED_O2:
-                    u = grad_weights(p, x, tau, inv_a, is_soft, KIND)
-                    acc2 += tl.dot(u.to(v.dtype), v, input_precision=PREC)
-                    l2 += tl.sum(u, 1)
-                if NEED_STATS:
-                    if KIND == 0:
-                        cnt += tl.sum((x > float("-inf")).to(tl.int32), 1)
-                    elif KIND == 3:
-                        cnt += tl.sum(tl.where(is_soft, x > float("-inf"), x > tau[:, None]).to(tl.int32), 1)
-                    else:
-                        cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
+        tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        count = tile_list(tmax_row, 1, tmax_row, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, KCHUNK, False)
+        for i in range(0, count):
+            offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
+            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+            s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+            x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+            p = probs(x, tau, inv_a, is_soft, KIND)
+            v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
+            acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
+            lsum += tl.sum(p, 1)
+            if NEED_STATS:
+                if KIND == 0:
+                    cnt += tl.sum((x > float("-inf")).to(tl.int32), 1)
+                elif KIND == 3:
+                    cnt += tl.sum(tl.where(is_soft, x > float("-inf"), x > tau[:, None]).to(tl.int32), 1)
+                else:
+                    cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
         out = acc / tl.where(lsum > 0, lsum, 1.0)[:, None]
         out = tl.where((tau != tau)[:, None], float("nan"), out)
         o_base = OUT + b.to(tl.int64) * sob + h.to(tl.int64) * soh + qs.to(tl.int64) * son
         o_ptrs = o_base + offs_m[:, None].to(tl.int64) * son + offs_d[None, :]
-        omask = rmask[:, None] & (offs_d[None, :] < D)
-        tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=omask)
-        if NEED_O2:
-            o2 = acc2 / tl.where(l2 > 0, l2, 1.0)[:, None]
-            o2_base = O2 + b.to(tl.int64) * sob + h.to(tl.int64) * soh + qs.to(tl.int64) * son
-            tl.store(o2_base + offs_m[:, None].to(tl.int64) * son + offs_d[None, :], o2.to(O2.dtype.element_ty), mask=omask)
+        tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=rmask[:, None] & (offs_d[None, :] < D))
         if NEED_STATS:
             tl.store(SUPP + stat_off + offs_m, cnt, mask=rmask)

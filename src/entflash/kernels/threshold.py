@@ -26,7 +26,7 @@ its maximum exceeds τ_min of block i.
 import triton
 import triton.language as tl
 
-from .common import causal_hi, head_alpha, load_cols, load_rows, mask_scores, seq_bounds
+from .common import causal_hi, head_alpha, load_cols, load_rows, mask_scores, seq_bounds, tile_list
 
 
 @triton.jit
@@ -67,9 +67,7 @@ def rowmax_kernel(
             m = tl.maximum(m, xm)
             bad = tl.maximum(bad, tl.max((x != x).to(tl.int32), 1))
             tl.store(tmax_row + start_n // BLOCK_N, tl.max(xm, 0))
-        n_kseq = tl.cdiv(Lk, BLOCK_N)
-        for j in range(tl.cdiv(hi, BLOCK_N), n_kseq):
-            tl.store(tmax_row + j, float("-inf"))
+        # tiles past the causal bound keep the -inf the host filled the map with
         m = tl.where((bad > 0) | (m == float("inf")), float("nan"), m)
         m_ptr = M + b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
         tl.store(m_ptr + offs_m, m, mask=offs_m < Lq)
@@ -77,12 +75,12 @@ def rowmax_kernel(
 
 @triton.jit
 def tau_kernel(
-    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN,
+    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS,
     sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, MAX_ITERS: tl.constexpr,
+    PREC: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -107,6 +105,8 @@ def tau_kernel(
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
         tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        n_tiles = tl.cdiv(hi, BLOCK_N)
         INF: tl.constexpr = float("inf")
         if KIND == 0:
             soft_rows = True
@@ -117,14 +117,13 @@ def tau_kernel(
         if soft_rows:
             # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
             lsum = tl.zeros([BLOCK_M], tl.float32)
-            for start_n in range(0, hi, BLOCK_N):
-                tm = tl.load(tmax_row + start_n // BLOCK_N)
-                if tm > float("-inf"):
-                    offs_n = start_n + offs_n0
-                    kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-                    s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-                    x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
-                    lsum += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
+            count = tile_list(tmax_row, 1, tmax_row, 0, float("-inf"), n_tiles, tlist, KCHUNK, False)
+            for i in range(0, count):
+                offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
+                kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+                s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+                x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                lsum += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
             tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
             tau_min = tl.min(tl.full([BLOCK_M], float("-inf"), tl.float32), 0)  # softmax: no tile is skipped
         else:
@@ -142,29 +141,28 @@ def tau_kernel(
                     c1 = tl.zeros([BLOCK_M], tl.float32)
                     c2 = tl.zeros([BLOCK_M], tl.float32)
                     ymin = tl.full([BLOCK_M], INF, tl.float32)
-                    for start_n in range(0, hi, BLOCK_N):
-                        tm = tl.load(tmax_row + start_n // BLOCK_N)
-                        if tm > thr:
-                            offs_n = start_n + offs_n0
-                            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-                            s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-                            x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
-                            y = x - tau[:, None]
-                            ins = y > 0
-                            if KIND == 3:
-                                yp = tl.where(ins, y, 1.0)
-                                t0 = tl.exp2(tl.log2(yp) * inv_a)
-                                t1 = t0 / yp
-                                c0 += tl.sum(tl.where(ins, t0, 0.0), 1)
-                                c1 += tl.sum(tl.where(ins, t1, 0.0), 1)
-                                c2 += tl.sum(tl.where(ins, t1 / yp, 0.0), 1)
-                            else:
-                                yz = tl.where(ins, y, 0.0)
-                                c0 += tl.sum(ins.to(tl.float32), 1)
-                                c1 += tl.sum(yz, 1)
-                                if KIND == 2:
-                                    c2 += tl.sum(yz * yz, 1)
-                                ymin = tl.minimum(ymin, tl.min(tl.where(ins, y, INF), 1))
+                    count = tile_list(tmax_row, 1, tmax_row, 0, thr, n_tiles, tlist, KCHUNK, False)
+                    for i in range(0, count):
+                        offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
+                        kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+                        s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+                        x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                        y = x - tau[:, None]
+                        ins = y > 0
+                        if KIND == 3:
+                            yp = tl.where(ins, y, 1.0)
+                            t0 = tl.exp2(tl.log2(yp) * inv_a)
+                            t1 = t0 / yp
+                            c0 += tl.sum(tl.where(ins, t0, 0.0), 1)
+                            c1 += tl.sum(tl.where(ins, t1, 0.0), 1)
+                            c2 += tl.sum(tl.where(ins, t1 / yp, 0.0), 1)
+                        else:
+                            yz = tl.where(ins, y, 0.0)
+                            c0 += tl.sum(ins.to(tl.float32), 1)
+                            c1 += tl.sum(yz, 1)
+                            if KIND == 2:
+                                c2 += tl.sum(yz * yz, 1)
+                            ymin = tl.minimum(ymin, tl.min(tl.where(ins, y, INF), 1))
                     if KIND == 3:
                         # f = Σ y^s - 1, f' = -s Σ y^(s-1), f'' = s (s-1) Σ y^(s-2)
                         f = c0 - 1.0
@@ -192,12 +190,27 @@ def tau_kernel(
                         else:
                             mean = c1 / cnt
                             t = mean - tl.sqrt(tl.maximum((1.0 - (c2 - c1 * mean)) / cnt, 0.0))
-                            step = (c2 - 1.0) / (2.0 * tl.maximum(c1, 1e-30))
+                            # Halley on f = Σ y^2 - 1 (f' = -2 Σ y, f'' = 2 count) from the left,
+                            # Newton after an overshoot (f < 0): 5-6 sweeps instead of Newton's 8
+                            f = c2 - 1.0
+                            fp = -2.0 * tl.maximum(c1, 1e-30)
+                            den = 2.0 * fp * fp - f * 2.0 * c0
+                            step = tl.where((f > 0) & (den > 0), -2.0 * f * fp / tl.where(den > 0, den, 1.0), -f / fp)
                         tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
                         ok = todo & (c0 > 0) & (t >= -tol) & (t <= ymin + tol)
                         res = tl.where(ok, tau + t, res)
                         done = done | ok
-                        tau = tl.where(todo & ~ok, tau + step, tau)
+                        # keep a bracket: a step that leaves it (overshoot past m, or below a
+                        # proven lower bound) is replaced by bisection
+                        if KIND == 1:
+                            fval = c1 - 1.0
+                        else:
+                            fval = c2 - 1.0
+                        lo = tl.where(todo & (fval > 0), tau, lo)
+                        hi_b = tl.where(todo & (fval <= 0), tau, hi_b)
+                        cand = tau + step
+                        cand = tl.where((cand > lo) & (cand < hi_b), cand, 0.5 * (lo + hi_b))
+                        tau = tl.where(todo & ~ok, cand, tau)
             # rows that hit MAX_ITERS keep the last iterate (accurate to rounding)
             tau = tl.where(valid & ~done, tau, res)
             tau = tl.where(valid, tau, INF)
