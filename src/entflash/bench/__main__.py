@@ -201,25 +201,20 @@ def main(argv=None) -> int:
             for N in args.n:
                 for causal in (c == "yes" for c in args.causal):
                     for inputs in args.inputs:
-                        sp = None
+                        q, k, _ = make_inputs(inputs, 1, args.heads, N, D, causal)
+                        sp = sparsity(q, k, args.alpha, causal)  # from entflash's τ; written on every row
+                        del q, k
                         for method in args.methods:
                             if args.skip_slow and method == "adasplash_v1" and N > 16384:
                                 continue
                             r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads,
                                          tokens=args.tokens, rep=args.rep)
-                            if sp is None and method == "entflash" and "fwd_ms" in r:
-                                q, k, _ = make_inputs(inputs, 1, args.heads, N, D, causal)
-                                sp = sparsity(q, k, args.alpha, causal)
-                                del q, k
+                            r["elem_sparsity"], r["block_sparsity"] = round(sp[0], 4), round(sp[1], 4)
                             r.update(env)
                             rows.append(r)
+                            fh.write(json.dumps(r) + "\n")
+                            fh.flush()
                             print(json.dumps(r), flush=True)
-                        for r in rows:
-                            if (r["D"], r["N"], r["causal"], r["inputs"]) == (D, N, causal, inputs) and sp:
-                                r["elem_sparsity"], r["block_sparsity"] = round(sp[0], 4), round(sp[1], 4)
-                        for r in rows:
-                            if (r["D"], r["N"], r["causal"], r["inputs"]) == (D, N, causal, inputs):
-                                fh.write(json.dumps(r) + "\n")
     print(_table(rows))
     if args.plot:
         from .plots import plot_rows
