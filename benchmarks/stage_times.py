@@ -36,7 +36,9 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
     f3 = lambda: output_kernel[grid](q, k, v, d, d, d, ab, tau, tmax, taumin, lists, out, d, *sq, *sk, *sv, *so, 0,  # noqa: E731
                                      smb, smh, H, 1, N, N, geo.n_qblk, geo.n_kblk, D ** -0.5, NEED_STATS=False,
                                      KCHUNK=config.KCHUNK, **meta)
-    f1(); f2(); f3()
+    f1()
+    f2()
+    f3()
     cand = (tmax > (taumin[..., None])).float().mean().item()
     return [round(do_bench(f, warmup=10, rep=40, return_mode="median"), 3) for f in (f1, f2, f3)], round(cand, 4)
 

@@ -276,3 +276,12 @@ def test_property_chunked_vs_naive(B, Hkv, G, Nq, Nk, D, alpha, causal, scale, p
     ref = naive_entmax_attention(q, k, v, **kw)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, ref, atol=1e-9, rtol=1e-9)
+
+
+def test_nan_and_inf_scores_torch_path():
+    q, k, v = rand_qkv(1, 1, 1, 6, 9, 16)
+    q[0, 0, 2, 0] = float("nan")
+    q[0, 0, 4] = float("inf")  # +inf scores wherever k's sum is positive
+    out = entflash.entmax_attention(q, k, v, backend="torch")
+    assert torch.isnan(out[0, 0, 2]).all()
+    assert torch.isfinite(out[0, 0, [0, 1, 3, 5]]).all()
