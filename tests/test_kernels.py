@@ -11,6 +11,8 @@ import math
 import pytest
 import torch
 from helpers import assert_close_rule, oracle, rand_qkv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import entflash
 from entflash.kernels import config
@@ -190,3 +192,26 @@ def test_nan_input_propagates_to_its_rows_only():
     out = entflash.entmax_attention(q, k, v, backend="triton")
     assert torch.isnan(out[0, 0, 3]).all()
     assert torch.isfinite(out[0, 0, torch.arange(20) != 3]).all()
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    Hkv=st.integers(1, 2), G=st.integers(1, 2), Nq=st.integers(1, 40), Nk=st.integers(1, 40),
+    D=st.sampled_from([16, 24]), alpha=st.sampled_from([1.0, 1.25, 1.5, 2.0]), causal=st.booleans(),
+    scale=st.floats(1e-3, 1e2), pad=st.booleans(), seed=st.integers(0, 2**31 - 1),
+)
+def test_property_kernels_vs_oracle(Hkv, G, Nq, Nk, D, alpha, causal, scale, pad, seed):
+    """Random shapes, masks, α and scales: finite output, exact zeros for rows without keys, within the rule."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, Hkv * G, Nq, D, generator=g).to(DEV)
+    k = torch.randn(1, Hkv, Nk, D, generator=g).to(DEV)
+    v = torch.randn(1, Hkv, Nk, D, generator=g).to(DEV)
+    kpm = (torch.rand(1, Nk, generator=g) > 0.3).to(DEV) if pad else None
+    kw = dict(alpha=alpha, causal=causal, scale=scale, key_padding_mask=kpm)
+    out = entflash.entmax_attention(q, k, v, backend="triton", **kw)
+    assert torch.isfinite(out).all()
+    ref = oracle(q, k, v, **kw)
+    low = naive_entmax_attention(q.cpu(), k.cpu(), v.cpu(), **{**kw, "key_padding_mask": kpm.cpu() if pad else None})
+    assert_close_rule(out.cpu(), ref, low, 2.0, 5e-5)
+    empty = ~torch.isfinite(ref).all(-1) | (ref == 0).all(-1)
+    assert (out.cpu()[empty] == 0).all()
