@@ -80,11 +80,23 @@ class _Geom:
     def grid_q(self):
         return (self.n_qblk, self.B * self.H)
 
-    def meta(self, kind, causal, has_kpm):
+    def bind(self, alpha_t, alpha_f, kpm, cu_q, cu_k, causal, device):
+        """Set the per-call arguments every kernel of the forward and the backward takes."""
+        self.kind = alpha_kind(alpha_t, alpha_f)
+        self.alpha_buf = _alpha_buffer(alpha_t, alpha_f, self.H, device)
+        self.kpm_t = kpm.view(torch.uint8) if kpm is not None else _dummy(device)
+        self.skpm = kpm.stride(0) if kpm is not None else 0
+        self.cq = cu_q if cu_q is not None else _dummy(device)
+        self.ck = cu_k if cu_k is not None else _dummy(device)
+        self.smb, self.smh = self.stat_strides()
+        # dense lengths; varlen kernels read theirs from cu_seqlens
+        self.Nq_arg = 0 if self.varlen else self.Nq
+        self.Nk_arg = 0 if self.varlen else self.Nk
         L = self.launch
-        return dict(D=self.D, BLOCK_D=self.BLOCK_D, BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=kind, CAUSAL=causal,
-                    HAS_KPM=has_kpm, IS_VARLEN=self.varlen, PREC=self.prec, num_warps=L.num_warps,
-                    num_stages=L.num_stages)
+        self.meta = dict(D=self.D, BLOCK_D=self.BLOCK_D, BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=self.kind,
+                         CAUSAL=causal, HAS_KPM=kpm is not None, IS_VARLEN=self.varlen, PREC=self.prec,
+                         num_warps=L.num_warps, num_stages=L.num_stages)
+        return self
 
 
 def _alpha_buffer(alpha_t: Optional[Tensor], alpha_f: float, H: int, device) -> Tensor:
@@ -108,8 +120,6 @@ def _dummy(device):
 def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     dev = q.device
-    kind = alpha_kind(alpha_t, alpha_f)
-    alpha_buf = _alpha_buffer(alpha_t, alpha_f, geo.H, dev)
     out = _new(q.shape[:-1] + (v.shape[-1],), q.dtype, dev)
     m = _new(geo.stat_shape(), torch.float32, dev)
     tau = _new(geo.stat_shape(), torch.float32, dev)
@@ -119,26 +129,19 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     taumin = _new((geo.B * geo.H, geo.n_qblk), torch.float32, dev)
     if out.numel() == 0 or geo.B * geo.H == 0:
         return out, tau, supp, tmax, taumin
+    g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, dev)
     lists = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
-    kpm_t = kpm.view(torch.uint8) if kpm is not None else _dummy(dev)
-    skpm = kpm.stride(0) if kpm is not None else 0
-    cq = cu_q if cu_q is not None else _dummy(dev)
-    ck = cu_k if cu_k is not None else _dummy(dev)
     sq, sk, sv, so = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(out)
-    smb, smh = geo.stat_strides()
-    Nq = 0 if geo.varlen else geo.Nq
-    Nk = 0 if geo.varlen else geo.Nk
-    common = (*sq, *sk, skpm, smb, smh, geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale))
-    meta = geo.meta(kind, causal, kpm is not None)
+    common = (*sq, *sk, g.skpm, g.smb, g.smh, geo.H, geo.G, g.Nq_arg, g.Nk_arg, geo.n_qblk, geo.n_kblk, float(scale))
     grid = geo.grid_q()
-    rowmax_kernel[grid](q, k, kpm_t, cq, ck, alpha_buf, m, tmax, *common, **meta)
-    max_iters = config.MAX_ITERS_GENERAL if kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
-    tau_kernel[grid](q, k, kpm_t, cq, ck, alpha_buf, m, tmax, tau, taumin, lists, *common, MAX_ITERS=max_iters,
-                     KCHUNK=config.KCHUNK, **meta)
+    rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, *common, **g.meta)
+    max_iters = config.MAX_ITERS_GENERAL if g.kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
+    tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, *common,
+                     MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, **g.meta)
     output_kernel[grid](
-        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, lists, out, supp,
-        *sq, *sk, *sv, *so, skpm, smb, smh, geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale),
-        NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **meta,
+        q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists, out, supp,
+        *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, geo.H, geo.G, g.Nq_arg, g.Nk_arg, geo.n_qblk, geo.n_kblk,
+        float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta,
     )
     return out, tau, supp, tmax, taumin
 
@@ -147,39 +150,29 @@ def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, m
               need_dalpha):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     dev = q.device
-    kind = alpha_kind(alpha_t, alpha_f)
-    alpha_buf = _alpha_buffer(alpha_t, alpha_f, geo.H, dev)
     dq = _new(q.shape, q.dtype, dev)
     dk = _new(k.shape, k.dtype, dev)
     dv = _new(v.shape, v.dtype, dev)
     dalpha = torch.zeros(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32, device=dev)
     if q.numel() == 0 or k.numel() == 0 or geo.B * geo.H == 0:
         return dq.zero_(), dk.zero_(), dv.zero_(), dalpha
+    g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, dev)
     do = do if do.stride(-1) == 1 else do.contiguous()
     delta = _new(geo.stat_shape(), torch.float32, dev)
     da_rows = _new(geo.stat_shape(), torch.float32, dev) if need_dalpha else _dummy(dev)
     lists_q = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
     lists_k = torch.empty((geo.B * geo.Hkv, geo.n_kblk, geo.n_qblk), dtype=torch.int32, device=dev)
-    kpm_t = kpm.view(torch.uint8) if kpm is not None else _dummy(dev)
-    skpm = kpm.stride(0) if kpm is not None else 0
-    cq = cu_q if cu_q is not None else _dummy(dev)
-    ck = cu_k if cu_k is not None else _dummy(dev)
     sq, sk, sv, sd = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(do)
-    smb, smh = geo.stat_strides()
-    Nq = 0 if geo.varlen else geo.Nq
-    Nk = 0 if geo.varlen else geo.Nk
-    meta = geo.meta(kind, causal, kpm is not None)
+    tail = (g.Nq_arg, g.Nk_arg, geo.n_qblk, geo.n_kblk, float(scale))
     dq_kernel[geo.grid_q()](
-        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
-        *sq, *sk, *sv, *sd, *geo.strides(dq), skpm, smb, smh,
-        geo.H, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale), ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK,
-        **meta,
+        q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
+        *sq, *sk, *sv, *sd, *geo.strides(dq), g.skpm, g.smb, g.smh, geo.H, geo.G, *tail,
+        ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta,
     )
-    grid_k = (geo.n_kblk, geo.B * geo.Hkv)
-    dkdv_kernel[grid_k](
-        q, k, v, kpm_t, cq, ck, alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
-        *sq, *sk, *sv, *sd, *geo.strides(dk), skpm, smb, smh,
-        geo.Hkv, geo.G, Nq, Nk, geo.n_qblk, geo.n_kblk, float(scale), KCHUNK=config.KCHUNK, **meta,
+    dkdv_kernel[(geo.n_kblk, geo.B * geo.Hkv)](
+        q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
+        *sq, *sk, *sv, *sd, *geo.strides(dk), g.skpm, g.smb, g.smh, geo.Hkv, geo.G, *tail, KCHUNK=config.KCHUNK,
+        **g.meta,
     )
     if need_dalpha:
         per_head = da_rows.sum(dim=1) if geo.varlen else da_rows.sum(dim=(0, 2))

@@ -3,14 +3,12 @@
 Units: every kernel works with x = c·(q·k)·scale, where c = α-1 for entmax
 (so p = [x - τ]_+^(1/(α-1)) and τ is in the user-facing units of DESIGN.md §1)
 and c = log2(e) for softmax (p = 2^(x - τ2), τ2 the log2-sum-exp; the API
-converts it back to natural-log units).
+converts it back to natural-log units). log2(e) = 1.4426950408889634 is
+written inline: plain Python globals are not visible inside @triton.jit.
 """
 
 import triton
 import triton.language as tl
-
-LOG2E = 1.4426950408889634
-
 
 @triton.jit
 def seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):

@@ -9,10 +9,12 @@ reads its keys.
 The τ pass then runs, inside one launch, as many sweeps over the candidate
 tiles as needed:
 
-* α = 1.5 and 2 (KIND 2 / 1): Newton steps from the lower bound m - 1; each
-  sweep also solves the closed form on the current set {x > τ} and accepts it
-  when it is consistent (no member below it, nothing outside above it). That
-  root is the exact τ (up to float32 rounding of the sums). Usually 3-6 sweeps.
+* α = 1.5 and 2 (KIND 2 / 1): steps from the lower bound m - 1 (α = 2: the
+  closed form on the current set, i.e. Michelot; α = 1.5: Halley, Newton after
+  an overshoot), kept inside a bracket; each sweep also solves the closed form
+  on the current set {x > τ} and accepts it when it is consistent (no member
+  below it, nothing outside above it). That root is the exact τ (up to float32
+  rounding of the sums). Usually 4-6 sweeps.
 * any other α (KIND 3, per-head runtime α): a safeguarded Halley iteration
   on the bracket [m - 1, m] until the Newton step is below ~1e-6 (relative).
 * softmax rows (KIND 0, or α = 1 heads of KIND 3): one sweep, τ = log2-sum-exp.
