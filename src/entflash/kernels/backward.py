@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .common import (
-    causal_hi, grad_weights, head_alpha, load_cols, load_rows, mask_scores, probs, seq_bounds, tile_list,
+    causal_hi, grad_terms, head_alpha, load_cols, load_rows, masked_dot, program_ids, row_offset, score_tile, tile_list,
 )
 
 
@@ -32,22 +32,19 @@ def dq_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // G
-    qs, Lq, ks, Lk = seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
+    b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_n0 = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
-        q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + qs.to(tl.int64) * sqn
-        do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + qs.to(tl.int64) * sdn
-        k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + ks.to(tl.int64) * skn
-        v_base = V + b.to(tl.int64) * svb + hk.to(tl.int64) * svh + ks.to(tl.int64) * svn
+        q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
+        do_base = DO + row_offset(b, h, qs, sdb, sdh, sdn)
+        k_base = K + row_offset(b, hk, ks, skb, skh, skn)
+        v_base = V + row_offset(b, hk, ks, svb, svh, svn)
         kpm_row = KPM + b.to(tl.int64) * skpm
-        stat_off = b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
+        stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
         thr = tl.load(TAUMIN + pid_bh.to(tl.int64) * n_qblk + pid_m)
@@ -68,13 +65,10 @@ def dq_kernel(
             g2 = tl.zeros([BLOCK_M], tl.float32)
         for i in range(0, count):
             offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-            s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-            x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
-            p = probs(x, tau, inv_a, is_soft, KIND)
-            u = grad_weights(p, x, tau, inv_a, is_soft, KIND)
+            kT, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D, CAUSAL, HAS_KPM,
+                               PREC)
             vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-            g = tl.dot(do, vT, input_precision=PREC)
+            p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
             su += tl.sum(u, 1)
             sug += tl.sum(u * g, 1)
             if ALPHA_GRAD:
@@ -104,17 +98,14 @@ def dq_kernel(
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for i in range(0, count):
             offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-            s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-            x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
-            p = probs(x, tau, inv_a, is_soft, KIND)
-            u = grad_weights(p, x, tau, inv_a, is_soft, KIND)
+            kT, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D, CAUSAL, HAS_KPM,
+                               PREC)
             vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-            g = tl.dot(do, vT, input_precision=PREC)
+            p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
             dz = u * (g - delta[:, None])
             dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
         dq = dq * scale
-        dq_base = DQ + b.to(tl.int64) * sgb + h.to(tl.int64) * sgh + qs.to(tl.int64) * sgn
+        dq_base = DQ + row_offset(b, h, qs, sgb, sgh, sgn)
         tl.store(dq_base + offs_m[:, None].to(tl.int64) * sgn + offs_d[None, :], dq.to(DQ.dtype.element_ty),
                  mask=rmask[:, None] & (offs_d[None, :] < D))
 
@@ -130,17 +121,15 @@ def dkdv_kernel(
 ):
     pid_n = tl.program_id(0)
     pid_bhk = tl.program_id(1)
-    b = pid_bhk // Hkv
-    hk = pid_bhk % Hkv
+    b, hk, _, qs, Lq, ks, Lk = program_ids(pid_bhk, Hkv, 1, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     H = Hkv * G
-    qs, Lq, ks, Lk = seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_n = pid_n * BLOCK_N
     if start_n < Lk:
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_m0 = tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
-        k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + ks.to(tl.int64) * skn
-        v_base = V + b.to(tl.int64) * svb + hk.to(tl.int64) * svh + ks.to(tl.int64) * svn
+        k_base = K + row_offset(b, hk, ks, skb, skh, skn)
+        v_base = V + row_offset(b, hk, ks, svb, svh, svn)
         kpm_row = KPM + b.to(tl.int64) * skpm
         kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
         vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
@@ -152,9 +141,9 @@ def dkdv_kernel(
             h = hk * G + g_i
             qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
             bh = (b * H + h).to(tl.int64)
-            q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + qs.to(tl.int64) * sqn
-            do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + qs.to(tl.int64) * sdn
-            stat_off = b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
+            q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
+            do_base = DO + row_offset(b, h, qs, sdb, sdh, sdn)
+            stat_off = row_offset(b, h, qs, smb, smh, 1)
             # query blocks qb with TMAX[bh, qb, pid_n] > TAUMIN[bh, qb]
             count = tile_list(TMAX + bh * n_qblk * n_kblk + pid_n, n_kblk, TAUMIN + bh * n_qblk, 1, 0.0, n_qseq,
                               qlist, KCHUNK, True)
@@ -165,18 +154,15 @@ def dkdv_kernel(
                 do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
                 tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
                 delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
-                s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-                x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
-                p = probs(x, tau, inv_a, is_soft, KIND)
-                u = grad_weights(p, x, tau, inv_a, is_soft, KIND)
-                g = tl.dot(do, vT, input_precision=PREC)
+                x = masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, kpm_row, CAUSAL, HAS_KPM, PREC)
+                p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
                 dz = u * (g - delta[:, None])
                 dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PREC)
                 dk += tl.dot(tl.trans(dz).to(q.dtype), q, input_precision=PREC)
         dk = dk * scale
         kmask = (offs_n[:, None] < Lk) & (offs_d[None, :] < D)
         # DK and DV are allocated alike (strides sgb, sgh, sgn)
-        dk_base = DK + b.to(tl.int64) * sgb + hk.to(tl.int64) * sgh + ks.to(tl.int64) * sgn
-        dv_base = DV + b.to(tl.int64) * sgb + hk.to(tl.int64) * sgh + ks.to(tl.int64) * sgn
+        dk_base = DK + row_offset(b, hk, ks, sgb, sgh, sgn)
+        dv_base = DV + row_offset(b, hk, ks, sgb, sgh, sgn)
         tl.store(dk_base + offs_n[:, None].to(tl.int64) * sgn + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kmask)
         tl.store(dv_base + offs_n[:, None].to(tl.int64) * sgn + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kmask)

@@ -27,6 +27,21 @@ def seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
+def program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):
+    """(b, h, kv head, first query row, query length, first key row, key length) of a (batch, head) program."""
+    b = pid_bh // H
+    h = pid_bh % H
+    qs, lq, ks, lk = seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
+    return b, h, h // G, qs, lq, ks, lk
+
+
+@triton.jit
+def row_offset(b, h, start, sb, sh, sn):
+    """int64 element offset of row `start` of head h of batch entry b."""
+    return b.to(tl.int64) * sb + h.to(tl.int64) * sh + start.to(tl.int64) * sn
+
+
+@triton.jit
 def head_alpha(ALPHA, h, scale, KIND: tl.constexpr):
     """(qk_scale, 1/(α-1), is_softmax) for head h; qk_scale = scale·c (see module doc)."""
     if KIND == 0:
@@ -73,6 +88,22 @@ def mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL: tl.constexpr, HAS_KP
 
 
 @triton.jit
+def masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+               PREC: tl.constexpr):
+    """x = qk_scale · q kT with invisible keys at -inf."""
+    s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+    return mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
+
+
+@triton.jit
+def score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, KPM_ROW, D: tl.constexpr,
+               CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, PREC: tl.constexpr):
+    """Load K^T for keys offs_n and return (kT, masked scores x) of the tile."""
+    kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+    return kT, masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, CAUSAL, HAS_KPM, PREC)
+
+
+@triton.jit
 def probs(x, tau, inv_a, is_soft, KIND: tl.constexpr):
     """Unnormalized probabilities from scores x (rows) and thresholds tau (per row)."""
     y = x - tau[:, None]
@@ -109,6 +140,15 @@ def grad_weights(p, x, tau, inv_a, is_soft, KIND: tl.constexpr):
             # p^(2-α) = y^((2-α)/(α-1)) = y^(inv_a - 1)
             u = tl.where(y > 0, tl.exp2(tl.log2(tl.maximum(y, 1e-30)) * (inv_a - 1.0)), 0.0)
     return u
+
+
+@triton.jit
+def grad_terms(x, do, vT, tau, inv_a, is_soft, KIND: tl.constexpr, PREC: tl.constexpr):
+    """(p, u, g) of a tile for the backward: probabilities, Jacobian weights and g = dO·V^T."""
+    p = probs(x, tau, inv_a, is_soft, KIND)
+    u = grad_weights(p, x, tau, inv_a, is_soft, KIND)
+    g = tl.dot(do, vT, input_precision=PREC)
+    return p, u, g
 
 
 @triton.jit

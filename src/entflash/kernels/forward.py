@@ -11,7 +11,7 @@ visible keys). Nothing else is written: the backward recomputes what it needs.
 import triton
 import triton.language as tl
 
-from .common import causal_hi, head_alpha, load_cols, load_rows, mask_scores, probs, seq_bounds, tile_list
+from .common import causal_hi, head_alpha, load_rows, probs, program_ids, row_offset, score_tile, tile_list
 
 
 @triton.jit
@@ -25,21 +25,18 @@ def output_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // G
-    qs, Lq, ks, Lk = seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
+    b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_n0 = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
-        q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + qs.to(tl.int64) * sqn
-        k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + ks.to(tl.int64) * skn
-        v_base = V + b.to(tl.int64) * svb + hk.to(tl.int64) * svh + ks.to(tl.int64) * svn
+        q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
+        k_base = K + row_offset(b, hk, ks, skb, skh, skn)
+        v_base = V + row_offset(b, hk, ks, svb, svh, svn)
         kpm_row = KPM + b.to(tl.int64) * skpm
-        stat_off = b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
+        stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
         thr = tl.load(TAUMIN + pid_bh.to(tl.int64) * n_qblk + pid_m)
@@ -54,9 +51,8 @@ def output_kernel(
         count = tile_list(tmax_row, 1, tmax_row, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, KCHUNK, False)
         for i in range(0, count):
             offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-            s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-            x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+            _, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D, CAUSAL, HAS_KPM,
+                              PREC)
             p = probs(x, tau, inv_a, is_soft, KIND)
             v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
             acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
@@ -70,8 +66,7 @@ def output_kernel(
                     cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
         out = acc / tl.where(lsum > 0, lsum, 1.0)[:, None]
         out = tl.where((tau != tau)[:, None], float("nan"), out)
-        o_base = OUT + b.to(tl.int64) * sob + h.to(tl.int64) * soh + qs.to(tl.int64) * son
-        o_ptrs = o_base + offs_m[:, None].to(tl.int64) * son + offs_d[None, :]
+        o_ptrs = OUT + row_offset(b, h, qs, sob, soh, son) + offs_m[:, None].to(tl.int64) * son + offs_d[None, :]
         tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=rmask[:, None] & (offs_d[None, :] < D))
         if NEED_STATS:
             tl.store(SUPP + stat_off + offs_m, cnt, mask=rmask)

@@ -28,7 +28,7 @@ its maximum exceeds τ_min of block i.
 import triton
 import triton.language as tl
 
-from .common import causal_hi, head_alpha, load_cols, load_rows, mask_scores, seq_bounds, tile_list
+from .common import causal_hi, head_alpha, load_rows, program_ids, row_offset, score_tile, tile_list
 
 
 @triton.jit
@@ -42,18 +42,15 @@ def rowmax_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // G
-    qs, Lq, ks, Lk = seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
+    b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_n0 = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
-        q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + qs.to(tl.int64) * sqn
-        k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + ks.to(tl.int64) * skn
+        q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
+        k_base = K + row_offset(b, hk, ks, skb, skh, skn)
         kpm_row = KPM + b.to(tl.int64) * skpm
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -62,17 +59,15 @@ def rowmax_kernel(
         tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
-            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-            s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-            x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+            _, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
+                              CAUSAL, HAS_KPM, PREC)
             xm = tl.max(x, 1)
             m = tl.maximum(m, xm)
             bad = tl.maximum(bad, tl.max((x != x).to(tl.int32), 1))
             tl.store(tmax_row + start_n // BLOCK_N, tl.max(xm, 0))
         # tiles past the causal bound keep the -inf the host filled the map with
         m = tl.where((bad > 0) | (m == float("inf")), float("nan"), m)
-        m_ptr = M + b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
-        tl.store(m_ptr + offs_m, m, mask=offs_m < Lq)
+        tl.store(M + row_offset(b, h, qs, smb, smh, 1) + offs_m, m, mask=offs_m < Lq)
 
 
 @triton.jit
@@ -86,20 +81,17 @@ def tau_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // G
-    qs, Lq, ks, Lk = seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
+    b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_n0 = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
-        q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + qs.to(tl.int64) * sqn
-        k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + ks.to(tl.int64) * skn
+        q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
+        k_base = K + row_offset(b, hk, ks, skb, skh, skn)
         kpm_row = KPM + b.to(tl.int64) * skpm
-        stat_off = b.to(tl.int64) * smb + h.to(tl.int64) * smh + qs.to(tl.int64)
+        stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         m = tl.load(M + stat_off + offs_m, mask=rmask, other=float("-inf"))
         valid = m > float("-inf")
@@ -122,9 +114,8 @@ def tau_kernel(
             count = tile_list(tmax_row, 1, tmax_row, 0, float("-inf"), n_tiles, tlist, KCHUNK, False)
             for i in range(0, count):
                 offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-                kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-                s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-                x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                _, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
+                              CAUSAL, HAS_KPM, PREC)
                 lsum += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
             tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
             tau_min = tl.min(tl.full([BLOCK_M], float("-inf"), tl.float32), 0)  # softmax: no tile is skipped
@@ -146,9 +137,8 @@ def tau_kernel(
                     count = tile_list(tmax_row, 1, tmax_row, 0, thr, n_tiles, tlist, KCHUNK, False)
                     for i in range(0, count):
                         offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-                        kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-                        s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-                        x = mask_scores(s, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                        _, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
+                              CAUSAL, HAS_KPM, PREC)
                         y = x - tau[:, None]
                         ins = y > 0
                         if KIND == 3:
