@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# One device call: GPU suite + benchmark, everything written under $OUT.
-# usage (on the device machine, repo root): bash benchmarks/gpu_run.sh [tests|bench|errors|all] [extra bench args]
+# One device call: the steps named in $1 (space-separated, in order), everything written under $OUT.
+# usage (on the device machine, repo root): bash benchmarks/gpu_run.sh "bench stages tests long sanitize errors" [bench args]
+#   tests     pytest -m gpu (tests/test_gpu.py)          -> gpu_tests.txt
+#   bench     python -m entflash.bench [bench args]      -> bench.jsonl, bench.txt
+#   stages    benchmarks/stage_times.py                  -> stage_times.txt
+#   long      benchmarks/long_context.py (N = 262144)    -> long_context.txt
+#   sanitize  compute-sanitizer memcheck + racecheck on benchmarks/sanitize.py -> sanitize_*.txt
+#   errors    python -m entflash.bench --errors          -> errors.jsonl, errors.txt
 set -o pipefail
-what=${1:-all}; shift || true
+steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -11,13 +17,21 @@ else
   export PYTHONPATH=src
 fi
 export PYTHONUNBUFFERED=1 ENTFLASH_COMMIT=${ENTFLASH_COMMIT:-unknown}
-{ nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; date -u; } | tee "$OUT/env.txt"
-if [ "$what" = tests ] || [ "$what" = all ]; then
-  timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m gpu -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt"
-fi
-if [ "$what" = bench ] || [ "$what" = all ]; then
-  timeout ${BENCH_TIMEOUT:-300} python3 -m entflash.bench --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.txt"
-fi
-if [ "$what" = errors ] || [ "$what" = all ]; then
-  timeout 120 python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt"
-fi
+{ nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; date -u; echo "commit $ENTFLASH_COMMIT"; } | tee "$OUT/env.txt"
+for step in $steps; do
+  echo "=== $step $(date -u +%T)"
+  case $step in
+    tests) timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m gpu -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" ;;
+    bench) timeout ${BENCH_TIMEOUT:-300} python3 -m entflash.bench --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
+    stages) timeout ${STAGES_TIMEOUT:-120} python3 benchmarks/stage_times.py 2>&1 | tee "$OUT/stage_times.txt" ;;
+    long) timeout ${LONG_TIMEOUT:-240} python3 benchmarks/long_context.py 2>&1 | tee "$OUT/long_context.txt" ;;
+    sanitize)
+      python3 benchmarks/sanitize.py > /dev/null 2>&1  # fill Triton's cache outside the sanitizer
+      for tool in memcheck racecheck; do
+        { echo "\$ compute-sanitizer --tool $tool python3 benchmarks/sanitize.py"; compute-sanitizer --version | tail -1;
+          PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool $tool python3 benchmarks/sanitize.py; echo "exit $?"; } 2>&1 | tee "$OUT/sanitize_$tool.txt"
+      done ;;
+    errors) timeout 120 python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done

@@ -5,6 +5,13 @@ path (reference.py) for everything else; "torch" forces the torch path on any
 device; "triton" forces the kernels (on CPU tensors only under
 TRITON_INTERPRET=1, which is how CI runs them). A CUDA call never falls back
 to the torch path silently: what the kernels do not support raises.
+
+α = 1 (a float) on CUDA with backend="auto" is plain softmax attention and
+runs torch's scaled_dot_product_attention (cuDNN / FlashAttention-2 kernels)
+whenever that gives the documented semantics: no return_stats (SDPA does not
+return τ), no key_padding_mask and, for causal, Nq <= Nk (rows with no
+visible key must output 0, where SDPA gives NaN). Other α = 1 calls, and
+backend="triton", run entflash's own softmax kernels.
 """
 
 from __future__ import annotations
@@ -182,9 +189,34 @@ def entmax_attention(
     kw = dict(alpha=alpha, causal=causal, scale=scale, key_padding_mask=key_padding_mask, return_stats=return_stats)
     if backend == "torch":
         return reference.chunked_entmax_attention(q, k, v, **kw)
+    if backend == "auto" and _sdpa_ok(alpha, causal, key_padding_mask, return_stats, Nq, Nk, q):
+        return _sdpa(q, k, v, causal, scale, H != Hkv)
     from .kernels import api as kapi
 
     return kapi.triton_entmax_attention(q, k, v, **kw)
+
+
+def _sdpa_ok(alpha, causal, key_padding_mask, return_stats, Nq, Nk, q):
+    """Whether a softmax call can run torch SDPA with identical semantics (module docstring)."""
+    if isinstance(alpha, torch.Tensor) or alpha != 1.0 or q.device.type != "cuda":
+        return False
+    return not return_stats and key_padding_mask is None and (not causal or Nq <= Nk)
+
+
+def _sdpa(q, k, v, causal, scale, gqa):
+    import torch.nn.functional as F
+
+    Nq, Nk = q.shape[2], k.shape[2]
+    if causal and Nq < Nk:
+        from torch.nn.attention.bias import causal_lower_right
+
+        # bottom-right alignment (query i sees keys j <= i + Nk - Nq), not SDPA's top-left is_causal
+        mask = causal_lower_right(Nq, Nk)
+        if gqa:
+            g = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
 
 
 def _check_cu(name, cu, total, device):

@@ -60,6 +60,7 @@ class _Geom:
         self.BLOCK_D = config.block_d(self.D)
         self.n_qblk = max(1, triton.cdiv(self.Nq, self.launch.BLOCK_M))
         self.n_kblk = max(1, triton.cdiv(self.Nk, self.launch.BLOCK_N))
+        self.n_qgrp = self.n_qblk * self.launch.n_groups  # rows of the tile map
         # float32 dots in full precision (the tolerance rule compares with float32 torch); half types: default
         self.prec = "ieee" if q.dtype == torch.float32 else None
 
@@ -76,6 +77,10 @@ class _Geom:
         if self.varlen:
             return 0, self.total_q
         return self.H * self.Nq, self.Nq
+
+    def map_shapes(self):
+        """Shapes of the tile map (per row group and key tile) and of τ_min (per row group)."""
+        return (self.B * self.H, self.n_qgrp, self.n_kblk), (self.B * self.H, self.n_qgrp)
 
     def grid_q(self):
         return (self.n_qblk, self.B * self.H)
@@ -95,7 +100,7 @@ class _Geom:
         L = self.launch
         self.meta = dict(D=self.D, BLOCK_D=self.BLOCK_D, BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=self.kind,
                          CAUSAL=causal, HAS_KPM=kpm is not None, IS_VARLEN=self.varlen, PREC=self.prec,
-                         num_warps=L.num_warps, num_stages=L.num_stages)
+                         RG=L.ROW_GROUP, num_warps=L.num_warps, num_stages=L.num_stages)
         return self
 
 
@@ -125,8 +130,9 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     tau = _new(geo.stat_shape(), torch.float32, dev)
     supp = _new(geo.stat_shape(), torch.int32, dev) if need_stats else _dummy(dev)
     # tiles no program writes (past the causal bound) must read as empty
-    tmax = torch.full((geo.B * geo.H, geo.n_qblk, geo.n_kblk), float("-inf"), dtype=torch.float32, device=dev)
-    taumin = _new((geo.B * geo.H, geo.n_qblk), torch.float32, dev)
+    map_shape, taumin_shape = geo.map_shapes()
+    tmax = torch.full(map_shape, float("-inf"), dtype=torch.float32, device=dev)
+    taumin = _new(taumin_shape, torch.float32, dev)
     if out.numel() == 0 or geo.B * geo.H == 0:
         return out, tau, supp, tmax, taumin
     g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, dev)
@@ -200,8 +206,9 @@ def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, cau
     out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
     tau = q.new_empty(geo.stat_shape(), dtype=torch.float32)
     supp = q.new_empty(geo.stat_shape() if need_stats else (1,), dtype=torch.int32)
-    tmax = q.new_empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.float32)
-    taumin = q.new_empty((geo.B * geo.H, geo.n_qblk), dtype=torch.float32)
+    map_shape, taumin_shape = geo.map_shapes()
+    tmax = q.new_empty(map_shape, dtype=torch.float32)
+    taumin = q.new_empty(taumin_shape, dtype=torch.float32)
     return out, tau, supp, tmax, taumin
 
 

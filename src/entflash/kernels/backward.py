@@ -10,14 +10,15 @@ row's dα; the second accumulates dq. Computing δ here instead of storing a
 second forward output (Σ u v, as AdaSplash does) keeps the forward lean and
 saves a (B, H, N, D) buffer. The dk/dv program of a key block loops over the
 query heads of its GQA group itself, so no two programs write the same rows.
-Both kernels visit only tiles whose maximum exceeds the block's τ_min.
+Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """
 
 import triton
 import triton.language as tl
 
 from .common import (
-    causal_hi, grad_terms, head_alpha, load_cols, load_rows, masked_dot, program_ids, row_offset, score_tile, tile_list,
+    causal_hi, grad_terms, head_alpha, load_cols, load_rows, masked_dot, needs_mask, program_ids, row_offset, score_tile,
+    tile_list,
 )
 
 
@@ -28,7 +29,7 @@ def dq_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -47,13 +48,14 @@ def dq_kernel(
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
-        thr = tl.load(TAUMIN + pid_bh.to(tl.int64) * n_qblk + pid_m)
+        NG: tl.constexpr = BLOCK_M // RG
+        thr = tl.load(TAUMIN + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG + tl.arange(0, NG))
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
-        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk
         tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
-        count = tile_list(tmax_row, 1, tmax_row, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, KCHUNK, False)
+        count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, KCHUNK, NG, False)
         # sweep 1: δ = Σ u g / Σ u (and the sums for dα)
         su = tl.zeros([BLOCK_M], tl.float32)
         sug = tl.zeros([BLOCK_M], tl.float32)
@@ -64,9 +66,10 @@ def dq_kernel(
             h2 = tl.zeros([BLOCK_M], tl.float32)
             g2 = tl.zeros([BLOCK_M], tl.float32)
         for i in range(0, count):
-            offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-            kT, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D, CAUSAL, HAS_KPM,
-                               PREC)
+            start_n = tl.load(tlist + i) * BLOCK_N
+            offs_n = start_n + offs_n0
+            kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
+                               BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
             vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
             p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
             su += tl.sum(u, 1)
@@ -97,9 +100,10 @@ def dq_kernel(
         # sweep 2: dq = scale Σ u (g - δ) k
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for i in range(0, count):
-            offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-            kT, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D, CAUSAL, HAS_KPM,
-                               PREC)
+            start_n = tl.load(tlist + i) * BLOCK_N
+            offs_n = start_n + offs_n0
+            kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
+                               BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
             vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
             p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
             dz = u * (g - delta[:, None])
@@ -117,7 +121,7 @@ def dkdv_kernel(
     Hkv, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bhk = tl.program_id(1)
@@ -136,6 +140,8 @@ def dkdv_kernel(
         dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         n_qseq = tl.cdiv(Lq, BLOCK_M)
+        NG: tl.constexpr = BLOCK_M // RG
+        no_thr = tl.zeros([NG], tl.float32)  # unused: the thresholds are per entry
         qlist = LISTS + (pid_bhk.to(tl.int64) * n_kblk + pid_n) * n_qblk
         for g_i in range(0, G):
             h = hk * G + g_i
@@ -144,17 +150,19 @@ def dkdv_kernel(
             q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
             do_base = DO + row_offset(b, h, qs, sdb, sdh, sdn)
             stat_off = row_offset(b, h, qs, smb, smh, 1)
-            # query blocks qb with TMAX[bh, qb, pid_n] > TAUMIN[bh, qb]
-            count = tile_list(TMAX + bh * n_qblk * n_kblk + pid_n, n_kblk, TAUMIN + bh * n_qblk, 1, 0.0, n_qseq,
-                              qlist, KCHUNK, True)
+            # query blocks qb with TMAX[bh, qb·NG + g, pid_n] > TAUMIN[bh, qb·NG + g] for some row group g
+            count = tile_list(TMAX + bh * n_qblk * NG * n_kblk + pid_n, NG * n_kblk, n_kblk, TAUMIN + bh * n_qblk * NG,
+                              NG, 1, no_thr, n_qseq, qlist, KCHUNK, NG, True)
             for i in range(0, count):
-                offs_m = tl.load(qlist + i) * BLOCK_M + offs_m0
+                start_m = tl.load(qlist + i) * BLOCK_M
+                offs_m = start_m + offs_m0
                 rmask = offs_m < Lq
                 q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
                 do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
                 tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
                 delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
-                x = masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, kpm_row, CAUSAL, HAS_KPM, PREC)
+                nm = needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
+                x = masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, kpm_row, nm, CAUSAL, HAS_KPM, PREC)
                 p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
                 dz = u * (g - delta[:, None])
                 dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PREC)

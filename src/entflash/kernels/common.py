@@ -88,19 +88,51 @@ def mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL: tl.constexpr, HAS_KP
 
 
 @triton.jit
-def masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
-               PREC: tl.constexpr):
-    """x = qk_scale · q kT with invisible keys at -inf."""
-    s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-    return mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
+def needs_mask(start_m, start_n, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+               HAS_KPM: tl.constexpr):
+    """Whether tile (start_m, start_n) has an invisible entry: a ragged edge, the causal diagonal or a padding mask.
+
+    Interior tiles skip mask_scores: its compares and selects are a third of a
+    τ sweep's element work.
+    """
+    edge = (start_n + BLOCK_N > Lk) | (start_m + BLOCK_M > Lq)
+    if CAUSAL:
+        edge = edge | (start_n + BLOCK_N - 1 > start_m + (Lk - Lq))
+    if HAS_KPM:
+        edge = edge | True
+    return edge
 
 
 @triton.jit
-def score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, KPM_ROW, D: tl.constexpr,
-               CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, PREC: tl.constexpr):
-    """Load K^T for keys offs_n and return (kT, masked scores x) of the tile."""
+def masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, need_mask, CAUSAL: tl.constexpr,
+               HAS_KPM: tl.constexpr, PREC: tl.constexpr):
+    """x = qk_scale · q kT with invisible keys at -inf (masking only when need_mask)."""
+    s = tl.dot(q, kT, input_precision=PREC) * qk_scale
+    if need_mask:
+        s = mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
+    return s
+
+
+@triton.jit
+def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, KPM_ROW, D: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+               PREC: tl.constexpr):
+    """Load K^T for keys offs_n (= start_n + arange) and return (kT, masked scores x) of the tile."""
     kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-    return kT, masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, CAUSAL, HAS_KPM, PREC)
+    nm = needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
+    return kT, masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, nm, CAUSAL, HAS_KPM, PREC)
+
+
+@triton.jit
+def group_reduce_max(v, BLOCK_M: tl.constexpr, RG: tl.constexpr):
+    """Maxima of consecutive groups of RG entries of a (BLOCK_M,) vector: (BLOCK_M // RG,)."""
+    return tl.max(tl.reshape(v, (BLOCK_M // RG, RG)), 1)
+
+
+@triton.jit
+def group_reduce_min(v, BLOCK_M: tl.constexpr, RG: tl.constexpr):
+    """Minima of consecutive groups of RG entries of a (BLOCK_M,) vector: (BLOCK_M // RG,)."""
+    return tl.min(tl.reshape(v, (BLOCK_M // RG, RG)), 1)
 
 
 @triton.jit
@@ -166,25 +198,30 @@ def load_cols(PTR, offs_n, offs_d, Lk, stride_n, D: tl.constexpr):
 
 
 @triton.jit
-def tile_list(MAP, stride_map, THR, stride_thr, thr, n_tiles, LIST, KCHUNK: tl.constexpr, PER_TILE_THR: tl.constexpr):
+def tile_list(MAP, s_ent, s_grp, THR, t_ent, t_grp, thr, n, LIST, KCHUNK: tl.constexpr, NG: tl.constexpr,
+              PER_ENTRY_THR: tl.constexpr):
     """Compact list of the tiles that may hold a nonzero.
 
-    Writes the indices j < n_tiles with MAP[j * stride_map] > threshold to
-    LIST[0:count] (in increasing order) and returns count. The threshold is
-    the scalar thr, or THR[j * stride_thr] with PER_TILE_THR. A barrier makes
-    the list visible to every thread of the program before it is read; the
-    loops over the list then pipeline their loads like dense loops.
+    Entry j < n is kept when, for some row group g < NG, the tile map value
+    MAP[j * s_ent + g * s_grp] exceeds the group's threshold: thr[g] (a
+    (NG,) vector), or THR[j * t_ent + g * t_grp] with PER_ENTRY_THR. The kept
+    indices go to LIST[0:count] in increasing order; returns count. A barrier
+    makes the list visible to every thread of the program before it is read;
+    the loops over the list then pipeline their loads like dense loops.
     """
-    count = n_tiles * 0
-    for c in range(0, n_tiles, KCHUNK):
+    count = n * 0
+    offs_g = tl.arange(0, NG)
+    for c in range(0, n, KCHUNK):
         offs = c + tl.arange(0, KCHUNK)
-        inb = offs < n_tiles
-        vals = tl.load(MAP + offs.to(tl.int64) * stride_map, mask=inb, other=float("-inf"))
-        if PER_TILE_THR:
-            th = tl.load(THR + offs.to(tl.int64) * stride_thr, mask=inb, other=float("inf"))
-            keep = inb & (vals > th)
+        inb = offs < n
+        ent = offs.to(tl.int64)[:, None]
+        vals = tl.load(MAP + ent * s_ent + offs_g[None, :] * s_grp, mask=inb[:, None], other=float("-inf"))
+        if PER_ENTRY_THR:
+            th = tl.load(THR + ent * t_ent + offs_g[None, :] * t_grp, mask=inb[:, None], other=float("inf"))
+            hit = vals > th
         else:
-            keep = inb & (vals > thr)
+            hit = vals > thr[None, :]
+        keep = inb & (tl.max(hit.to(tl.int32), 1) > 0)
         k32 = keep.to(tl.int32)
         pos = count + tl.cumsum(k32, 0) - 1
         tl.store(LIST + pos, offs, mask=keep)

@@ -1,7 +1,7 @@
 """The sparse output pass: out = Σ_j p_j v_j / Σ_j p_j over the tiles that hold a nonzero.
 
-A tile (i, j) is visited only if its maximum score (tile map, pass 1) exceeds
-τ_min of query block i; the visited tiles are first gathered into a compact
+A tile (i, j) is visited only if, for some row group of query block i, the
+group's maximum score in the tile (tile map, pass 1) exceeds the group's τ_min; the visited tiles are first gathered into a compact
 list so that the loop pipelines its loads. The division by Σ p is a
 rounding-level correction (Σ p = 1 up to the float32 error of τ) that makes
 every row sum to 1. With NEED_STATS it counts the support (softmax: the
@@ -21,7 +21,7 @@ def output_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -39,20 +39,22 @@ def output_kernel(
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
-        thr = tl.load(TAUMIN + pid_bh.to(tl.int64) * n_qblk + pid_m)
+        NG: tl.constexpr = BLOCK_M // RG
+        thr = tl.load(TAUMIN + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG + tl.arange(0, NG))
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         lsum = tl.zeros([BLOCK_M], tl.float32)
         if NEED_STATS:
             cnt = tl.zeros([BLOCK_M], tl.int32)
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
-        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk
         tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
-        count = tile_list(tmax_row, 1, tmax_row, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, KCHUNK, False)
+        count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, KCHUNK, NG, False)
         for i in range(0, count):
-            offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-            _, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D, CAUSAL, HAS_KPM,
-                              PREC)
+            start_n = tl.load(tlist + i) * BLOCK_N
+            offs_n = start_n + offs_n0
+            _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
+                              BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
             p = probs(x, tau, inv_a, is_soft, KIND)
             v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
             acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)

@@ -28,7 +28,14 @@ its maximum exceeds τ_min of block i.
 import triton
 import triton.language as tl
 
-from .common import causal_hi, head_alpha, load_rows, program_ids, row_offset, score_tile, tile_list
+from .common import (
+    causal_hi, group_reduce_max, group_reduce_min, head_alpha, load_rows, program_ids, row_offset, score_tile, tile_list,
+)
+
+
+@triton.jit
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
@@ -38,7 +45,7 @@ def rowmax_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -54,19 +61,22 @@ def rowmax_kernel(
         kpm_row = KPM + b.to(tl.int64) * skpm
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        bad = tl.zeros([BLOCK_M], tl.int32)  # a NaN score (max ignores NaN) makes the row NaN
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
-        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        NG: tl.constexpr = BLOCK_M // RG
+        offs_g = tl.arange(0, NG)
+        # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
+        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk + offs_g * n_kblk
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
-            _, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
-                              CAUSAL, HAS_KPM, PREC)
-            xm = tl.max(x, 1)
-            m = tl.maximum(m, xm)
-            bad = tl.maximum(bad, tl.max((x != x).to(tl.int32), 1))
-            tl.store(tmax_row + start_n // BLOCK_N, tl.max(xm, 0))
-        # tiles past the causal bound keep the -inf the host filled the map with
-        m = tl.where((bad > 0) | (m == float("inf")), float("nan"), m)
+            _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
+                              D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+            # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf (the
+            # tile's true maximum is unknown, so it must stay a candidate for the group's other rows)
+            xm = tl.reduce(x, 1, _max_nan)
+            m = _max_nan(m, xm)
+            gm = group_reduce_max(tl.where(xm != xm, float("inf"), xm), BLOCK_M, RG)
+            tl.store(tmax_row + start_n // BLOCK_N, gm)
+        m = tl.where(m == float("inf"), float("nan"), m)
         tl.store(M + row_offset(b, h, qs, smb, smh, 1) + offs_m, m, mask=offs_m < Lq)
 
 
@@ -77,7 +87,7 @@ def tau_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -98,7 +108,9 @@ def tau_kernel(
         m_safe = tl.where(valid, m, 0.0)
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
-        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        NG: tl.constexpr = BLOCK_M // RG
+        offs_g = tl.arange(0, NG)
+        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk
         tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
         n_tiles = tl.cdiv(hi, BLOCK_N)
         INF: tl.constexpr = float("inf")
@@ -111,14 +123,16 @@ def tau_kernel(
         if soft_rows:
             # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
             lsum = tl.zeros([BLOCK_M], tl.float32)
-            count = tile_list(tmax_row, 1, tmax_row, 0, float("-inf"), n_tiles, tlist, KCHUNK, False)
+            no_thr = tl.full([NG], float("-inf"), tl.float32)
+            count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, no_thr, n_tiles, tlist, KCHUNK, NG, False)
             for i in range(0, count):
-                offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-                _, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
-                              CAUSAL, HAS_KPM, PREC)
+                start_n = tl.load(tlist + i) * BLOCK_N
+                offs_n = start_n + offs_n0
+                _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
+                                  kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
                 lsum += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
             tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
-            tau_min = tl.min(tl.full([BLOCK_M], float("-inf"), tl.float32), 0)  # softmax: no tile is skipped
+            tau_min = no_thr  # softmax: no tile is skipped
         else:
             tau = m_safe - 1.0
             res = tl.full([BLOCK_M], INF, tl.float32)
@@ -129,16 +143,17 @@ def tau_kernel(
                 todo = valid & ~done
                 n_todo = tl.sum(todo.to(tl.int32), 0)
                 if n_todo > 0:
-                    thr = tl.min(tl.where(todo, tau, INF), 0)
+                    thr = group_reduce_min(tl.where(todo, tau, INF), BLOCK_M, RG)
                     c0 = tl.zeros([BLOCK_M], tl.float32)
                     c1 = tl.zeros([BLOCK_M], tl.float32)
                     c2 = tl.zeros([BLOCK_M], tl.float32)
                     ymin = tl.full([BLOCK_M], INF, tl.float32)
-                    count = tile_list(tmax_row, 1, tmax_row, 0, thr, n_tiles, tlist, KCHUNK, False)
+                    count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, n_tiles, tlist, KCHUNK, NG, False)
                     for i in range(0, count):
-                        offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
-                        _, x = score_tile(q, k_base, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
-                              CAUSAL, HAS_KPM, PREC)
+                        start_n = tl.load(tlist + i) * BLOCK_N
+                        offs_n = start_n + offs_n0
+                        _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
+                                          kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
                         y = x - tau[:, None]
                         ins = y > 0
                         if KIND == 3:
@@ -206,7 +221,7 @@ def tau_kernel(
             # rows that hit MAX_ITERS keep the last iterate (accurate to rounding)
             tau = tl.where(valid & ~done, tau, res)
             tau = tl.where(valid, tau, INF)
-            tau_min = tl.min(tl.where(valid, tau, INF), 0)
+            tau_min = group_reduce_min(tl.where(valid, tau, INF), BLOCK_M, RG)
         tau = tl.where(m != m, float("nan"), tau)  # NaN / +inf scores: the row is NaN
         tl.store(TAU + stat_off + offs_m, tau, mask=rmask)
-        tl.store(TAUMIN + pid_bh.to(tl.int64) * n_qblk + pid_m, tau_min)
+        tl.store(TAUMIN + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG + offs_g, tau_min)
