@@ -131,7 +131,7 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     supp = _new(geo.stat_shape(), torch.int32, dev) if need_stats else _dummy(dev)
     # tiles no program writes (past the causal bound) must read as empty
     map_shape, taumin_shape = geo.map_shapes()
-    tmax = torch.full(map_shape, float("-inf"), dtype=torch.float32, device=dev)
+    tmax = torch.full(map_shape, float("-inf"), dtype=torch.bfloat16, device=dev)
     taumin = _new(taumin_shape, torch.float32, dev)
     if out.numel() == 0 or geo.B * geo.H == 0:
         return out, tau, supp, tmax, taumin
@@ -207,7 +207,7 @@ def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, cau
     tau = q.new_empty(geo.stat_shape(), dtype=torch.float32)
     supp = q.new_empty(geo.stat_shape() if need_stats else (1,), dtype=torch.int32)
     map_shape, taumin_shape = geo.map_shapes()
-    tmax = q.new_empty(map_shape, dtype=torch.float32)
+    tmax = q.new_empty(map_shape, dtype=torch.bfloat16)
     taumin = q.new_empty(taumin_shape, dtype=torch.float32)
     return out, tau, supp, tmax, taumin
 

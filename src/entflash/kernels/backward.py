@@ -55,7 +55,7 @@ def dq_kernel(
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
         tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk
         tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
-        count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, KCHUNK, NG, False)
+        count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG, False)
         # sweep 1: δ = Σ u g / Σ u (and the sums for dα)
         su = tl.zeros([BLOCK_M], tl.float32)
         sug = tl.zeros([BLOCK_M], tl.float32)
@@ -152,7 +152,7 @@ def dkdv_kernel(
             stat_off = row_offset(b, h, qs, smb, smh, 1)
             # query blocks qb with TMAX[bh, qb·NG + g, pid_n] > TAUMIN[bh, qb·NG + g] for some row group g
             count = tile_list(TMAX + bh * n_qblk * NG * n_kblk + pid_n, NG * n_kblk, n_kblk, TAUMIN + bh * n_qblk * NG,
-                              NG, 1, no_thr, n_qseq, qlist, KCHUNK, NG, True)
+                              NG, 1, no_thr, n_qseq, qlist, False, KCHUNK, NG, True)
             for i in range(0, count):
                 start_m = tl.load(qlist + i) * BLOCK_M
                 offs_m = start_m + offs_m0

@@ -198,30 +198,55 @@ def load_cols(PTR, offs_n, offs_d, Lk, stride_n, D: tl.constexpr):
 
 
 @triton.jit
-def tile_list(MAP, s_ent, s_grp, THR, t_ent, t_grp, thr, n, LIST, KCHUNK: tl.constexpr, NG: tl.constexpr,
+def map_value(v):
+    """A tile map entry: v rounded up to bfloat16 (never below v; NaN becomes +inf).
+
+    The map only has to bound the scores from above, so rounding up keeps
+    every test conservative while halving its memory. A NaN maximum (NaN
+    scores) is unknown, so the tile must stay a candidate: +inf.
+    """
+    v = tl.where(v != v, float("inf"), v)
+    b = v.to(tl.bfloat16, fp_downcast_rounding="rtz")
+    bits = b.to(tl.int16, bitcast=True)
+    # round-toward-zero only rounds positive values down; step those up by one ulp
+    bits = tl.where(b.to(tl.float32) < v, bits + 1, bits)
+    return bits.to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def tile_list(MAP, s_ent, s_grp, THR, t_ent, t_grp, thr, n, LIST, clear, KCHUNK: tl.constexpr, NG: tl.constexpr,
               PER_ENTRY_THR: tl.constexpr):
     """Compact list of the tiles that may hold a nonzero.
 
     Entry j < n is kept when, for some row group g < NG, the tile map value
     MAP[j * s_ent + g * s_grp] exceeds the group's threshold: thr[g] (a
     (NG,) vector), or THR[j * t_ent + g * t_grp] with PER_ENTRY_THR. The kept
-    indices go to LIST[0:count] in increasing order; returns count. A barrier
-    makes the list visible to every thread of the program before it is read;
-    the loops over the list then pipeline their loads like dense loops.
+    indices go to LIST[0:count] in increasing order; returns count. With
+    `clear`, the map entries of dropped tiles are set to -inf (the τ pass
+    rewrites the map in row-relative units; a dropped tile never holds a
+    nonzero). Barriers make earlier map writes visible before the loads and
+    the list visible to every thread before it is read; the loops over the
+    list then pipeline their loads like dense loops.
     """
+    tl.debug_barrier()
     count = n * 0
     offs_g = tl.arange(0, NG)
     for c in range(0, n, KCHUNK):
         offs = c + tl.arange(0, KCHUNK)
         inb = offs < n
         ent = offs.to(tl.int64)[:, None]
-        vals = tl.load(MAP + ent * s_ent + offs_g[None, :] * s_grp, mask=inb[:, None], other=float("-inf"))
+        ptrs = MAP + ent * s_ent + offs_g[None, :] * s_grp
+        vals = tl.load(ptrs, mask=inb[:, None], other=float("-inf")).to(tl.float32)
         if PER_ENTRY_THR:
             th = tl.load(THR + ent * t_ent + offs_g[None, :] * t_grp, mask=inb[:, None], other=float("inf"))
             hit = vals > th
         else:
             hit = vals > thr[None, :]
         keep = inb & (tl.max(hit.to(tl.int32), 1) > 0)
+        if clear:
+            # only entries already judged dropped are written, so a racing load of one still drops it
+            neg = tl.full([KCHUNK, NG], float("-inf"), tl.float32).to(MAP.dtype.element_ty)
+            tl.store(ptrs, neg, mask=(inb & ~keep)[:, None])
         k32 = keep.to(tl.int32)
         pos = count + tl.cumsum(k32, 0) - 1
         tl.store(LIST + pos, offs, mask=keep)

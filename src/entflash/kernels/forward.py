@@ -1,8 +1,9 @@
 """The sparse output pass: out = Σ_j p_j v_j / Σ_j p_j over the tiles that hold a nonzero.
 
 A tile (i, j) is visited only if, for some row group of query block i, the
-group's maximum score in the tile (tile map, pass 1) exceeds the group's τ_min; the visited tiles are first gathered into a compact
-list so that the loop pipelines its loads. The division by Σ p is a
+group's tile map entry (row-relative after the τ pass) exceeds the group's
+τ_min; the visited tiles are first gathered into a compact list so that the
+loop pipelines its loads. The division by Σ p is a
 rounding-level correction (Σ p = 1 up to the float32 error of τ) that makes
 every row sum to 1. With NEED_STATS it counts the support (softmax: the
 visible keys). Nothing else is written: the backward recomputes what it needs.
@@ -49,7 +50,7 @@ def output_kernel(
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
         tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk
         tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
-        count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, KCHUNK, NG, False)
+        count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG, False)
         for i in range(0, count):
             start_n = tl.load(tlist + i) * BLOCK_N
             offs_n = start_n + offs_n0
