@@ -94,6 +94,101 @@ def rowmax_kernel(
 
 
 @triton.jit
+def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn, qk_scale, inv_a, tau, m_safe, thr,
+                tmax_row, tlist, n_tiles, n_kblk, offs_g, D: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, RG: tl.constexpr, KIND: tl.constexpr, CAUSAL: tl.constexpr,
+                HAS_KPM: tl.constexpr, PREC: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr):
+    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step)."""
+    INF: tl.constexpr = float("inf")
+    NG: tl.constexpr = BLOCK_M // RG
+    c0 = tl.zeros([BLOCK_M], tl.float32)
+    c1 = tl.zeros([BLOCK_M], tl.float32)
+    c2 = tl.zeros([BLOCK_M], tl.float32)
+    ymin = tl.full([BLOCK_M], INF, tl.float32)
+    count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, n_tiles, tlist, FIRST, KCHUNK, NG, False)
+    for i in range(0, count):
+        tile = tl.load(tlist + i)
+        start_n = tile * BLOCK_N
+        offs_n = start_n + offs_n0
+        _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
+                          kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+        if FIRST:
+            rel = group_reduce_max(tl.max(x, 1) - m_safe, BLOCK_M, RG)
+            tl.store(tmax_row + offs_g * n_kblk + tile, map_value(rel))
+        y = x - tau[:, None]
+        ins = y > 0
+        if KIND == 3:
+            yp = tl.where(ins, y, 1.0)
+            t0 = tl.exp2(tl.log2(yp) * inv_a)
+            t1 = t0 / yp
+            c0 += tl.sum(tl.where(ins, t0, 0.0), 1)
+            c1 += tl.sum(tl.where(ins, t1, 0.0), 1)
+            c2 += tl.sum(tl.where(ins, t1 / yp, 0.0), 1)
+        else:
+            yz = tl.where(ins, y, 0.0)
+            c0 += tl.sum(ins.to(tl.float32), 1)
+            c1 += tl.sum(yz, 1)
+            if KIND == 2:
+                c2 += tl.sum(yz * yz, 1)
+            ymin = tl.minimum(ymin, tl.min(tl.where(ins, y, INF), 1))
+    return c0, c1, c2, ymin
+
+
+@triton.jit
+def _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.constexpr):
+    """Accept the rows whose τ is exact and take the next iterate for the others (module docstring)."""
+    if KIND == 3:
+        # f = Σ y^s - 1, f' = -s Σ y^(s-1), f'' = s (s-1) Σ y^(s-2)
+        f = c0 - 1.0
+        fp = -inv_a * c1
+        fpp = inv_a * (inv_a - 1.0) * c2
+        lo = tl.where(todo & (f > 0), tau, lo)
+        hi_b = tl.where(todo & (f <= 0), tau, hi_b)
+        newton = tl.where(fp < 0, f / tl.where(fp < 0, fp, -1.0), 0.0)
+        den = 2.0 * fp * fp - f * fpp
+        halley = tl.where((f > 0) & (den > 0), 2.0 * f * fp / tl.where(den > 0, den, 1.0), newton)
+        cand = tau - halley
+        inside = (cand > lo) & (cand < hi_b)
+        cand = tl.where(inside, cand, 0.5 * (lo + hi_b))
+        tol = 1e-6 * tl.maximum(tl.abs(tau), 1.0)
+        conv = todo & ((tl.abs(newton) <= tol) | (hi_b - lo <= tol))
+        res = tl.where(conv, tau, res)
+        done = done | conv
+        tau = tl.where(todo & ~conv, cand, tau)
+    else:
+        # closed form on S = {x > τ}, in units shifted by τ
+        cnt = tl.maximum(c0, 1.0)
+        if KIND == 1:
+            t = (c1 - 1.0) / cnt
+            step = t
+        else:
+            mean = c1 / cnt
+            t = mean - tl.sqrt(tl.maximum((1.0 - (c2 - c1 * mean)) / cnt, 0.0))
+            # Halley on f = Σ y^2 - 1 (f' = -2 Σ y, f'' = 2 count) from the left,
+            # Newton after an overshoot (f < 0): 5-6 sweeps instead of Newton's 8
+            f = c2 - 1.0
+            fp = -2.0 * tl.maximum(c1, 1e-30)
+            den = 2.0 * fp * fp - f * 2.0 * c0
+            step = tl.where((f > 0) & (den > 0), -2.0 * f * fp / tl.where(den > 0, den, 1.0), -f / fp)
+        tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
+        ok = todo & (c0 > 0) & (t >= -tol) & (t <= ymin + tol)
+        res = tl.where(ok, tau + t, res)
+        done = done | ok
+        # keep a bracket: a step that leaves it (overshoot past m, or below a
+        # proven lower bound) is replaced by bisection
+        if KIND == 1:
+            fval = c1 - 1.0
+        else:
+            fval = c2 - 1.0
+        lo = tl.where(todo & (fval > 0), tau, lo)
+        hi_b = tl.where(todo & (fval <= 0), tau, hi_b)
+        cand = tau + step
+        cand = tl.where((cand > lo) & (cand < hi_b), cand, 0.5 * (lo + hi_b))
+        tau = tl.where(todo & ~ok, cand, tau)
+    return tau, lo, hi_b, res, done
+
+
+@triton.jit
 def tau_kernel(
     Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS,
     sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
@@ -152,92 +247,26 @@ def tau_kernel(
             done = ~valid
             lo = m_safe - 1.0
             hi_b = m_safe
-            for it in range(MAX_ITERS):
+            # sweep 0 (peeled: a branch inside the tile loop would stop its pipelining) reads pass 1's
+            # map in score units with τ = m - 1; it rewrites the map of its candidate tiles as the
+            # group's max of (x - m_i) and clears the others, so later tests are per row
+            if tl.sum(valid.to(tl.int32), 0) > 0:
+                thr = group_reduce_min(tl.where(valid, tau, INF), BLOCK_M, RG)
+                c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
+                                               qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles, n_kblk,
+                                               offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM, PREC, KCHUNK,
+                                               True)
+                tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, valid, tau, lo, hi_b, res, done, inv_a, KIND)
+            for it in range(1, MAX_ITERS):
                 todo = valid & ~done
                 n_todo = tl.sum(todo.to(tl.int32), 0)
                 if n_todo > 0:
-                    first = it == 0
-                    # sweep 0 reads pass 1's map (scores); it rewrites the map of its candidate tiles as
-                    # max over the group of (x - m_i) and clears the others, so later tests are per row
-                    thr = group_reduce_min(tl.where(todo, tl.where(first, tau, rel_thr(tau, m_safe)), INF), BLOCK_M, RG)
-                    c0 = tl.zeros([BLOCK_M], tl.float32)
-                    c1 = tl.zeros([BLOCK_M], tl.float32)
-                    c2 = tl.zeros([BLOCK_M], tl.float32)
-                    ymin = tl.full([BLOCK_M], INF, tl.float32)
-                    count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, n_tiles, tlist, first, KCHUNK, NG, False)
-                    for i in range(0, count):
-                        tile = tl.load(tlist + i)
-                        start_n = tile * BLOCK_N
-                        offs_n = start_n + offs_n0
-                        _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
-                                          kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-                        if first:
-                            rel = group_reduce_max(tl.max(x, 1) - m_safe, BLOCK_M, RG)
-                            tl.store(tmax_row + offs_g * n_kblk + tile, map_value(rel))
-                        y = x - tau[:, None]
-                        ins = y > 0
-                        if KIND == 3:
-                            yp = tl.where(ins, y, 1.0)
-                            t0 = tl.exp2(tl.log2(yp) * inv_a)
-                            t1 = t0 / yp
-                            c0 += tl.sum(tl.where(ins, t0, 0.0), 1)
-                            c1 += tl.sum(tl.where(ins, t1, 0.0), 1)
-                            c2 += tl.sum(tl.where(ins, t1 / yp, 0.0), 1)
-                        else:
-                            yz = tl.where(ins, y, 0.0)
-                            c0 += tl.sum(ins.to(tl.float32), 1)
-                            c1 += tl.sum(yz, 1)
-                            if KIND == 2:
-                                c2 += tl.sum(yz * yz, 1)
-                            ymin = tl.minimum(ymin, tl.min(tl.where(ins, y, INF), 1))
-                    if KIND == 3:
-                        # f = Σ y^s - 1, f' = -s Σ y^(s-1), f'' = s (s-1) Σ y^(s-2)
-                        f = c0 - 1.0
-                        fp = -inv_a * c1
-                        fpp = inv_a * (inv_a - 1.0) * c2
-                        lo = tl.where(todo & (f > 0), tau, lo)
-                        hi_b = tl.where(todo & (f <= 0), tau, hi_b)
-                        newton = tl.where(fp < 0, f / tl.where(fp < 0, fp, -1.0), 0.0)
-                        den = 2.0 * fp * fp - f * fpp
-                        halley = tl.where((f > 0) & (den > 0), 2.0 * f * fp / tl.where(den > 0, den, 1.0), newton)
-                        cand = tau - halley
-                        inside = (cand > lo) & (cand < hi_b)
-                        cand = tl.where(inside, cand, 0.5 * (lo + hi_b))
-                        tol = 1e-6 * tl.maximum(tl.abs(tau), 1.0)
-                        conv = todo & ((tl.abs(newton) <= tol) | (hi_b - lo <= tol))
-                        res = tl.where(conv, tau, res)
-                        done = done | conv
-                        tau = tl.where(todo & ~conv, cand, tau)
-                    else:
-                        # closed form on S = {x > τ}, in units shifted by τ
-                        cnt = tl.maximum(c0, 1.0)
-                        if KIND == 1:
-                            t = (c1 - 1.0) / cnt
-                            step = t
-                        else:
-                            mean = c1 / cnt
-                            t = mean - tl.sqrt(tl.maximum((1.0 - (c2 - c1 * mean)) / cnt, 0.0))
-                            # Halley on f = Σ y^2 - 1 (f' = -2 Σ y, f'' = 2 count) from the left,
-                            # Newton after an overshoot (f < 0): 5-6 sweeps instead of Newton's 8
-                            f = c2 - 1.0
-                            fp = -2.0 * tl.maximum(c1, 1e-30)
-                            den = 2.0 * fp * fp - f * 2.0 * c0
-                            step = tl.where((f > 0) & (den > 0), -2.0 * f * fp / tl.where(den > 0, den, 1.0), -f / fp)
-                        tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
-                        ok = todo & (c0 > 0) & (t >= -tol) & (t <= ymin + tol)
-                        res = tl.where(ok, tau + t, res)
-                        done = done | ok
-                        # keep a bracket: a step that leaves it (overshoot past m, or below a
-                        # proven lower bound) is replaced by bisection
-                        if KIND == 1:
-                            fval = c1 - 1.0
-                        else:
-                            fval = c2 - 1.0
-                        lo = tl.where(todo & (fval > 0), tau, lo)
-                        hi_b = tl.where(todo & (fval <= 0), tau, hi_b)
-                        cand = tau + step
-                        cand = tl.where((cand > lo) & (cand < hi_b), cand, 0.5 * (lo + hi_b))
-                        tau = tl.where(todo & ~ok, cand, tau)
+                    thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
+                    c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
+                                                   qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
+                                                   n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
+                                                   PREC, KCHUNK, False)
+                    tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND)
             # rows that hit MAX_ITERS keep the last iterate (accurate to rounding)
             tau = tl.where(valid & ~done, tau, res)
             tau = tl.where(valid, tau, INF)
