@@ -1,0 +1,103 @@
+"""CPU simulation of the τ pass's sweep count (α = 1.5): how many sweeps a 128-row program needs
+with a given starting point and acceptance rule. No GPU; float64; N = 4096 keys, the last 1024
+causal rows of the bench's "random" or "clustered" inputs at D = 64.
+
+    python benchmarks/tau_sweeps_sim.py [random|clustered]
+
+Strategies:
+  m-1            Halley from the lower bound m - 1 (the kernels today), accept when the closed form on
+                 {x > τ_k} is consistent from below (no member under it)
+  two-sided      also accept τ_k just above τ* (no non-member between the closed form and τ_k)
+  gauss-δ        start at max(m - 1, τ_G - δ), τ_G solving n·E[(X - τ)_+²] = 1 for X ~ N(μ, σ²) with the
+                 row's mean and variance over its visible scores (pass 1 would have to sum x and x²)
+A sweep is one pass over the candidate tiles; a program runs as many as its slowest row.
+"""
+import math
+import sys
+
+import torch
+
+
+def make_scores(kind, N=4096, D=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    if kind == "random":
+        q, k = rn(N, D), rn(N, D)
+    else:
+        seg, nseg = 256, N // 256
+        c = rn(nseg, D)
+        c = c / c.norm(dim=-1, keepdim=True) * math.sqrt(D)
+        k = rn(N, D) + c[torch.arange(N) // seg]
+        start = torch.arange(N // 64) * 64
+        pick = (torch.rand(N // 64, generator=g, dtype=torch.float64) * (start // seg + 1)).long()
+        q = rn(N, D) + c[pick.repeat_interleave(64)]
+    rows = torch.arange(N - 1024, N)
+    x = 0.5 * (q[rows] @ k.T) / math.sqrt(D)
+    vis = torch.arange(N)[None, :] <= rows[:, None]
+    return x.masked_fill(~vis, -math.inf), vis
+
+
+def gauss_start(x, vis):
+    n = vis.sum(1).double()
+    xz = torch.where(vis, x, torch.zeros_like(x))
+    mu = xz.sum(1) / n
+    var = ((xz * xz).sum(1) / n - mu * mu).clamp_min(1e-30)
+    lo, hi = torch.full_like(mu, -10.0), torch.full_like(mu, 40.0)
+    for _ in range(60):  # n σ² [(1 + z²) Φ̄(z) - z φ(z)] = 1, decreasing in z
+        z = 0.5 * (lo + hi)
+        tail = 0.5 * torch.erfc(z / math.sqrt(2))
+        dens = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        big = n * var * ((1 + z * z) * tail - z * dens) > 1
+        lo, hi = torch.where(big, z, lo), torch.where(big, hi, z)
+    return mu + var.sqrt() * 0.5 * (lo + hi)
+
+
+def sweeps(x, tau0, two_sided):
+    m = x.max(1).values
+    lo, hi = m - 1, m.clone()
+    tau = torch.where((tau0 > lo) & (tau0 < hi), tau0, lo)
+    done = torch.zeros_like(m, dtype=torch.bool)
+    count = torch.zeros_like(m)
+    for _ in range(40):
+        todo = ~done
+        if not todo.any():
+            break
+        count += todo.double()
+        y = x - tau[:, None]
+        ins = y > 0
+        yz = torch.where(ins, y, torch.zeros_like(y))
+        c0, c1, c2 = ins.sum(1).double(), yz.sum(1), (yz * yz).sum(1)
+        ymin = torch.where(ins, y, torch.full_like(y, math.inf)).min(1).values
+        ymax_out = torch.where(ins, torch.full_like(y, -math.inf), y).max(1).values
+        cnt = c0.clamp_min(1)
+        t = c1 / cnt - torch.sqrt(((1 - (c2 - c1 * c1 / cnt)) / cnt).clamp_min(0))
+        tol = 1e-5 * tau.abs().clamp_min(1)
+        ok = todo & (c0 > 0) & (t >= -tol) & (t <= ymin + tol)
+        if two_sided:
+            ok |= todo & (c0 > 0) & (t < 0) & (t > ymax_out)
+        f = c2 - 1
+        lo, hi = torch.where(todo & (f > 0), tau, lo), torch.where(todo & (f <= 0), tau, hi)
+        fp = -2 * c1.clamp_min(1e-30)
+        den = 2 * fp * fp - f * 2 * c0
+        step = torch.where((f > 0) & (den > 0), -2 * f * fp / torch.where(den > 0, den, 1.0), -f / fp)
+        cand = tau + step
+        cand = torch.where((cand > lo) & (cand < hi), cand, 0.5 * (lo + hi))
+        done |= ok
+        tau = torch.where(todo & ~ok, cand, tau)
+    return count
+
+
+def main(kind):
+    x, vis = make_scores(kind)
+    m = x.max(1).values
+    tg = gauss_start(x, vis)
+    cases = [("m-1", m - 1, False), ("two-sided", m - 1, True)]
+    cases += [(f"gauss-{d}", torch.maximum(m - 1, tg - d), True) for d in (0.0, 0.05, 0.1, 0.15)]
+    for name, t0, two in cases:
+        s = sweeps(x, t0, two)
+        blk = s.view(-1, 128).max(1).values
+        print(f"{kind:9s} {name:10s} sweeps per row {s.mean().item():.2f}, per 128-row program {blk.mean().item():.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "random")
