@@ -3,6 +3,8 @@
     python -m entflash.bench                       # the full sweep (D 64/128, N 4k/16k/64k, causal or not)
     python -m entflash.bench --d 64 --n 16384 --causal yes --inputs clustered random
     python -m entflash.bench --errors              # exactness report (N=1024, D=64) instead of timings
+    python -m entflash.bench --targets             # only the cases of the speed targets (issue 4), then the report
+    python -m entflash.bench --from-jsonl F.jsonl --plot   # no GPU: table, target report and plots of saved rows
 
 Writes benchmarks/results/<date>-<gpu>.jsonl (one object per case and method),
 prints a table, and with --plot draws PNGs next to the JSONL.
@@ -22,6 +24,7 @@ import torch
 
 from .inputs import make_inputs
 from .methods import ALL_METHODS, get_method
+from .targets import TARGET_CASES, target_report
 
 
 def _commit() -> str:
@@ -180,7 +183,20 @@ def main(argv=None) -> int:
     ap.add_argument("--errors", action="store_true", help="exactness report instead of timings")
     ap.add_argument("--out", default=None, help="JSONL path (default benchmarks/results/<date>-<gpu>.jsonl)")
     ap.add_argument("--plot", action="store_true")
+    ap.add_argument("--targets", action="store_true", help="run only the cases of the speed targets")
+    ap.add_argument("--from-jsonl", nargs="+", default=None, metavar="FILE",
+                    help="report on saved rows instead of benchmarking (no GPU needed)")
     args = ap.parse_args(argv)
+    if args.from_jsonl:
+        rows = [json.loads(line) for f in args.from_jsonl for line in open(f) if line.strip()]
+        print(_table(rows))
+        print()
+        print(target_report(rows))
+        if args.plot:
+            from .plots import plot_rows
+
+            plot_rows(rows, os.path.splitext(args.from_jsonl[0])[0])
+        return 0
     if not torch.cuda.is_available():
         print("entflash.bench needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -197,25 +213,29 @@ def main(argv=None) -> int:
                 fh.flush()
                 print(json.dumps(r), flush=True)
             return 0
-        for D in args.d:
-            for N in args.n:
-                for causal in (c == "yes" for c in args.causal):
-                    for inputs in args.inputs:
-                        q, k, _ = make_inputs(inputs, 1, args.heads, N, D, causal)
-                        sp = sparsity(q, k, args.alpha, causal)  # from entflash's τ; written on every row
-                        del q, k
-                        for method in args.methods:
-                            if args.skip_slow and method == "adasplash_v1" and N > 16384:
-                                continue
-                            r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads,
-                                         tokens=args.tokens, rep=args.rep)
-                            r["elem_sparsity"], r["block_sparsity"] = round(sp[0], 4), round(sp[1], 4)
-                            r.update(env)
-                            rows.append(r)
-                            fh.write(json.dumps(r) + "\n")
-                            fh.flush()
-                            print(json.dumps(r), flush=True)
+        if args.targets:
+            cases = TARGET_CASES
+        else:
+            cases = [(D, N, c == "yes", inputs) for D in args.d for N in args.n for c in args.causal
+                     for inputs in args.inputs]
+        for D, N, causal, inputs in cases:
+            q, k, _ = make_inputs(inputs, 1, args.heads, N, D, causal)
+            sp = sparsity(q, k, args.alpha, causal)  # from entflash's τ; written on every row
+            del q, k
+            for method in args.methods:
+                if args.skip_slow and method == "adasplash_v1" and N > 16384:
+                    continue
+                r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads,
+                             tokens=args.tokens, rep=args.rep)
+                r["elem_sparsity"], r["block_sparsity"] = round(sp[0], 4), round(sp[1], 4)
+                r.update(env)
+                rows.append(r)
+                fh.write(json.dumps(r) + "\n")
+                fh.flush()
+                print(json.dumps(r), flush=True)
     print(_table(rows))
+    print()
+    print(target_report(rows))
     if args.plot:
         from .plots import plot_rows
 

@@ -21,11 +21,14 @@ def plot_rows(rows, prefix: str):
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(prefix + "-time.png", dpi=110)
-    cud = {(r["D"], r["N"], r["causal"], r["inputs"]): r for r in timed if r["method"] == "sdpa_cudnn"}
+    def case(r):  # ratios only within one run (commit) of one case
+        return (r.get("commit"), r["D"], r["N"], r["causal"], r["inputs"])
+
+    cud = {case(r): r for r in timed if r["method"] == "sdpa_cudnn"}
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m in sorted({r["method"] for r in timed} - {"sdpa_cudnn"}):
         pts = [(r["block_sparsity"], r["fwdbwd_ms"] / cud[k]["fwdbwd_ms"]) for r in timed
-               if r["method"] == m and (k := (r["D"], r["N"], r["causal"], r["inputs"])) in cud and r.get("block_sparsity") is not None]
+               if r["method"] == m and (k := case(r)) in cud and r.get("block_sparsity") is not None]
         if pts:
             ax.scatter(*zip(*pts), label=m, s=18)
     ax.axhline(1.0, color="k", lw=0.8)

@@ -1,0 +1,48 @@
+"""The benchmark's report path (no GPU): table, speed-target report and plots from saved JSONL rows."""
+
+import json
+
+from entflash.bench.__main__ import main
+from entflash.bench.targets import TARGETS, target_report
+
+
+def _row(method, D, N, causal, inputs, fwd, fwdbwd, commit="abc"):
+    return {"method": method, "D": D, "N": N, "B": 1, "H": 16, "causal": causal, "inputs": inputs, "fwd_ms": fwd,
+            "fwdbwd_ms": fwdbwd, "gpu": "G", "commit": commit, "date": "2026-11-28", "block_sparsity": 0.97,
+            "elem_sparsity": 0.99, "peak_extra_mib": 1.0}
+
+
+def test_target_report_ratios_and_verdicts():
+    rows = [
+        _row("sdpa_cudnn", 64, 16384, True, "clustered", 2.0, 10.0),
+        _row("entflash", 64, 16384, True, "clustered", 1.0, 3.0),  # 0.50x fwd (goal 0.80: met), 0.30x f+b (met)
+        _row("adasplash_v2", 64, 16384, True, "clustered", 4.0, 6.0),
+        _row("sdpa_cudnn", 64, 16384, True, "random", 2.0, 10.0),
+        _row("entflash", 64, 16384, True, "random", 9.0, 20.0),  # 2.00x f+b (goal 1.30: not met)
+        _row("entflash", 64, 16384, True, "random", 1.0, 1.0, commit="other"),  # no cuDNN in that run: ignored
+    ]
+    rep = target_report(rows).splitlines()
+    assert len(rep) == 1 + len(TARGETS)
+    clustered_fb = next(line for line in rep if "causal clustered" in line and "fwdbwd" in line and "D64 N16384" in line)
+    assert "0.30x" in clustered_fb and " yes " in clustered_fb and "0.50x" in clustered_fb  # vs AdaSplash-2: 3/6
+    clustered_f = next(line for line in rep if "causal clustered" in line and " fwd " in line)
+    assert "0.50x" in clustered_f and " yes " in clustered_f
+    random_fb = next(line for line in rep if "random" in line)
+    assert "2.00x" in random_fb and " no " in random_fb
+    assert sum("not measured" in line for line in rep) == 3
+
+
+def test_from_jsonl_cli_prints_and_plots(tmp_path, capsys):
+    f = tmp_path / "run.jsonl"
+    rows = [_row("sdpa_cudnn", 128, 16384, True, "clustered", 3.0, 14.0), _row("entflash", 128, 16384, True, "clustered", 4.0, 6.0)]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    plot = True
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        plot = False
+    assert main(["--from-jsonl", str(f)] + (["--plot"] if plot else [])) == 0
+    out = capsys.readouterr().out
+    assert "0.43x" in out  # 6 / 14
+    if plot:
+        assert (tmp_path / "run-ratio.png").exists() and (tmp_path / "run-time.png").exists()
