@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: the steps named in $1 (space-separated, in order), everything written under $OUT.
-# usage (on the device machine, repo root): bash benchmarks/gpu_run.sh "bench stages tests long sanitize errors" [bench args]
-#   tests     pytest -m gpu (tests/test_gpu.py)          -> gpu_tests.txt
+# usage (on the device machine, repo root): bash benchmarks/gpu_run.sh "bench stages tests property long sanitize errors" [bench args]
+#   tests     pytest -m "gpu and not slow" (test_gpu.py)  -> gpu_tests.txt
+#   property  the slow GPU tests (hypothesis property test) -> gpu_property.txt
 #   bench     python -m entflash.bench [bench args]      -> bench.jsonl, bench.txt
 #   stages    benchmarks/stage_times.py                  -> stage_times.txt
 #   long      benchmarks/long_context.py (N = 262144)    -> long_context.txt
@@ -21,7 +22,8 @@ export PYTHONUNBUFFERED=1 ENTFLASH_COMMIT=${ENTFLASH_COMMIT:-unknown}
 for step in $steps; do
   echo "=== $step $(date -u +%T)"
   case $step in
-    tests) timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m gpu -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" ;;
+    tests) timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "gpu and not slow" -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" ;;
+    property) timeout ${PROP_TIMEOUT:-300} python3 -m pytest -m "gpu and slow" -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_property.txt" ;;
     bench) timeout ${BENCH_TIMEOUT:-300} python3 -m entflash.bench --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
     stages) timeout ${STAGES_TIMEOUT:-120} python3 benchmarks/stage_times.py 2>&1 | tee "$OUT/stage_times.txt" ;;
     long) timeout ${LONG_TIMEOUT:-240} python3 benchmarks/long_context.py 2>&1 | tee "$OUT/long_context.txt" ;;

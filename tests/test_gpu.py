@@ -202,7 +202,8 @@ from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
-@settings(max_examples=10, deadline=None)  # each example may compile new kernel variants
+@pytest.mark.slow  # each example may compile a new set of kernel variants (~10-15 s each on the H200)
+@settings(max_examples=10, deadline=None)
 @given(
     B=st.integers(1, 2), Hkv=st.integers(1, 2), G=st.integers(1, 3), Nq=st.integers(1, 300), Nk=st.integers(1, 300),
     D=st.sampled_from([16, 40, 64, 80, 128]), dtype=st.sampled_from(["bfloat16", "float16", "float32"]),
