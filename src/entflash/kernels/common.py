@@ -92,8 +92,8 @@ def needs_mask(start_m, start_n, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.cons
                HAS_KPM: tl.constexpr):
     """Whether tile (start_m, start_n) has an invisible entry: a ragged edge, the causal diagonal or a padding mask.
 
-    Interior tiles skip mask_scores: its compares and selects are a third of a
-    τ sweep's element work.
+    Interior tiles skip mask_scores and its several compares and selects per
+    score (the sweeps are bound by such per-score work).
     """
     edge = (start_n + BLOCK_N > Lk) | (start_m + BLOCK_M > Lq)
     if CAUSAL:
