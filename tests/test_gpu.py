@@ -181,6 +181,9 @@ def test_alpha_one_dispatch_matches_own_kernels():
             assert_close_rule(a, b, c, 3.0, 1e-2, name=f"d{name}")
         if causal and Nq > Nk:  # rows that see no key: 0, not SDPA's NaN
             assert (out[:, :, : Nq - Nk] == 0).all()
+    q = torch.randn(1, 2, 5, 64, device=DEV)
+    empty_k = torch.randn(1, 2, 0, 64, device=DEV)
+    assert (entflash.entmax_attention(q, empty_k, empty_k, alpha=1.0) == 0).all()
 
 
 def test_nan_inputs_give_nan_rows_only():

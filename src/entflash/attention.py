@@ -9,8 +9,8 @@ to the torch path silently: what the kernels do not support raises.
 α = 1 (a float) on CUDA with backend="auto" is plain softmax attention and
 runs torch's scaled_dot_product_attention (cuDNN / FlashAttention-2 kernels)
 whenever that gives the documented semantics: no return_stats (SDPA does not
-return τ), no key_padding_mask and, for causal, Nq <= Nk (rows with no
-visible key must output 0, where SDPA gives NaN). Other α = 1 calls, and
+return τ), no key_padding_mask, Nk > 0 and, for causal, Nq <= Nk (rows
+with no visible key must output 0, where SDPA gives NaN). Other α = 1 calls, and
 backend="triton", run entflash's own softmax kernels.
 """
 
@@ -200,7 +200,8 @@ def _sdpa_ok(alpha, causal, key_padding_mask, return_stats, Nq, Nk, q):
     """Whether a softmax call can run torch SDPA with identical semantics (module docstring)."""
     if isinstance(alpha, torch.Tensor) or alpha != 1.0 or q.device.type != "cuda":
         return False
-    return not return_stats and key_padding_mask is None and (not causal or Nq <= Nk)
+    # Nk = 0: rows without keys must be 0; SDPA's softmax over nothing is not
+    return not return_stats and key_padding_mask is None and Nk > 0 and (not causal or Nq <= Nk)
 
 
 def _sdpa(q, k, v, causal, scale, gqa):
