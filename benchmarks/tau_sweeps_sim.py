@@ -101,3 +101,24 @@ def main(kind):
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "random")
+
+
+def compaction_report(kind, slots=64, N=4096):
+    """Rows that sweep 0 could finish in registers (branch wip/moment-start): candidates above
+    cthr = max(m - 1, τ_G - 0.2) fit in `slots` and τ* > cthr."""
+    x, vis = make_scores(kind, N=N)
+    m = x.max(1).values
+    tg = gauss_start(x, vis)
+    start = torch.where((tg - 0.1 > m - 1) & (tg - 0.1 < m), tg - 0.1, m - 1)
+    cthr = torch.where(start > m - 1, torch.maximum(start - 0.1, m - 1), m - 1)
+    ncand = (x > cthr[:, None]).sum(1)
+    f = (torch.clamp(x - cthr[:, None], min=0) ** 2).sum(1)
+    ok = (ncand <= slots) & (f >= 1)
+    blocks = ok.view(-1, 128).all(1).double().mean().item()
+    print(f"{kind:9s} N={N}: candidates per row median {ncand.median().item()}, max {ncand.max().item()}; "
+          f"rows solvable in registers {ok.double().mean().item():.3f}; 128-row programs with no extra tile sweep {blocks:.2f}")
+
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[2] == "compaction":
+    for n in (4096, 16384):
+        compaction_report(sys.argv[1], N=n)
