@@ -1,0 +1,70 @@
+"""Registers, spills (stack bytes per thread) and shared memory of the kernels for sm_90, compiled on a
+machine without a GPU with Triton's bundled ptxas and cuobjdump (no device time needed):
+
+    python benchmarks/kernel_resources.py [D] [dtype]       # default 64 bfloat16, causal, α = 1.5
+
+A STACK above 0 means spills: check it after every kernel change that adds live tensors.
+"""
+import inspect
+import os
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+from triton.compiler import compile as tcompile  # noqa: E402
+
+from entflash.kernels import config  # noqa: E402
+from entflash.kernels.backward import dkdv_kernel, dq_kernel  # noqa: E402
+from entflash.kernels.forward import output_kernel  # noqa: E402
+from entflash.kernels.threshold import rowmax_kernel, tau_kernel  # noqa: E402
+
+
+def _signature(fn, dt, constexprs):
+    ptr = {"Q": dt, "K": dt, "V": dt, "DO": dt, "OUT": dt, "DQ": dt, "DK": dt, "DV": dt, "KPM": "*u8",
+           "CU_Q": "*i32", "CU_K": "*i32", "LISTS": "*i32", "SUPP": "*i32", "TMAX": "*bf16"}
+    sig = {}
+    for name in inspect.signature(fn.fn).parameters:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name in ptr:
+            sig[name] = ptr[name]
+        elif name.isupper() and name not in ("H", "G"):
+            sig[name] = "*fp32"  # M, TAU, TAUMIN, ALPHA, DELTA, DALPHA and other float buffers
+        elif name == "scale":
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def main(D=64, dtype="bfloat16"):
+    dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
+    import torch
+
+    L = config.launch_config(D, getattr(torch, dtype))
+    meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=config.KIND_ENTMAX15,
+                CAUSAL=True, HAS_KPM=False, IS_VARLEN=False, PREC="ieee" if dtype == "float32" else None,
+                RG=L.ROW_GROUP, MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=False,
+                ALPHA_GRAD=False, CAND=getattr(config, "CANDIDATES", 0))
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    print(f"sm_90, D={D}, {dtype}, BLOCK {L.BLOCK_M}x{L.BLOCK_N}, {L.num_warps} warps, {L.num_stages} stages")
+    for fn in (rowmax_kernel, tau_kernel, output_kernel, dq_kernel, dkdv_kernel):
+        cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
+        src = ASTSource(fn=fn, signature=_signature(fn, dt, cons), constexprs=cons)
+        k = tcompile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=L.num_warps, num_stages=L.num_stages))
+        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+            f.write(k.asm["cubin"])
+        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        os.unlink(f.name)
+        res = next((line.split("REG:")[1] for line in usage.splitlines() if "REG:" in line), "?")
+        regs, stack = res.split()[0], res.split()[1]
+        print(f"  {fn.fn.__name__:14s} registers {regs:>4s}  {stack:12s}  shared {k.metadata.shared} B")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 64, sys.argv[2] if len(sys.argv) > 2 else "bfloat16")
