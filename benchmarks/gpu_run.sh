@@ -8,6 +8,8 @@
 #   long      benchmarks/long_context.py (N = 262144)    -> long_context.txt
 #   sanitize  compute-sanitizer memcheck + racecheck on benchmarks/sanitize.py -> sanitize_*.txt
 #   errors    python -m entflash.bench --errors          -> errors.jsonl, errors.txt
+# Pass ENTFLASH_COMMIT=<hash of the working tree> in the command: the device copy's git HEAD can be stale
+# (run 5 recorded an older commit that way).
 set -o pipefail
 steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
