@@ -24,6 +24,9 @@ from entflash.kernels.forward import output_kernel  # noqa: E402
 from entflash.kernels.threshold import rowmax_kernel, tau_kernel  # noqa: E402
 
 
+KERNELS = (rowmax_kernel, tau_kernel, output_kernel, dq_kernel, dkdv_kernel)
+
+
 def _signature(fn, dt, constexprs):
     ptr = {"Q": dt, "K": dt, "V": dt, "DO": dt, "OUT": dt, "DQ": dt, "DK": dt, "DV": dt, "KPM": "*u8",
            "CU_Q": "*i32", "CU_K": "*i32", "LISTS": "*i32", "SUPP": "*i32", "TMAX": "*bf16"}
@@ -53,7 +56,7 @@ def main(D=64, dtype="bfloat16"):
                 ALPHA_GRAD=False, CAND=getattr(config, "CANDIDATES", 0))
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     print(f"sm_90, D={D}, {dtype}, BLOCK {L.BLOCK_M}x{L.BLOCK_N}, {L.num_warps} warps, {L.num_stages} stages")
-    for fn in (rowmax_kernel, tau_kernel, output_kernel, dq_kernel, dkdv_kernel):
+    for fn in KERNELS:
         cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
         src = ASTSource(fn=fn, signature=_signature(fn, dt, cons), constexprs=cons)
         k = tcompile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=L.num_warps, num_stages=L.num_stages))

@@ -198,6 +198,14 @@ def load_cols(PTR, offs_n, offs_d, Lk, stride_n, D: tl.constexpr):
 
 
 @triton.jit
+def block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG: tl.constexpr):
+    """int64 offsets, for query block pid_m of (batch, head) pid_bh, of its first tile-map row (it owns NG rows
+    of n_kblk entries, one per row group), of its NG τ_min entries and of its tile list (n_kblk entries)."""
+    blk = pid_bh.to(tl.int64) * n_qblk + pid_m
+    return blk * NG * n_kblk, blk * NG, blk * n_kblk
+
+
+@triton.jit
 def map_value(v):
     """A tile map entry: v rounded up to bfloat16 (never below v; NaN becomes +inf).
 
@@ -253,3 +261,9 @@ def tile_list(MAP, s_ent, s_grp, THR, t_ent, t_grp, thr, n, LIST, clear, KCHUNK:
         count += tl.sum(k32, 0)
     tl.debug_barrier()
     return count
+
+
+@triton.jit
+def block_tile_list(MAP_ROW, n_kblk, thr, n_tiles, LIST, clear, KCHUNK: tl.constexpr, NG: tl.constexpr):
+    """tile_list over one query block's NG map rows (MAP_ROW: the first), with thresholds thr per row group."""
+    return tile_list(MAP_ROW, 1, n_kblk, MAP_ROW, 0, 0, thr, n_tiles, LIST, clear, KCHUNK, NG, False)

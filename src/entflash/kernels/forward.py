@@ -12,7 +12,9 @@ visible keys). Nothing else is written: the backward recomputes what it needs.
 import triton
 import triton.language as tl
 
-from .common import causal_hi, head_alpha, load_rows, probs, program_ids, row_offset, score_tile, tile_list
+from .common import (
+    block_offsets, block_tile_list, causal_hi, head_alpha, load_rows, probs, program_ids, row_offset, score_tile,
+)
 
 
 @triton.jit
@@ -41,16 +43,16 @@ def output_kernel(
         rmask = offs_m < Lq
         tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
         NG: tl.constexpr = BLOCK_M // RG
-        thr = tl.load(TAUMIN + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG + tl.arange(0, NG))
+        map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
+        thr = tl.load(TAUMIN + taumin_off + tl.arange(0, NG))
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         lsum = tl.zeros([BLOCK_M], tl.float32)
         if NEED_STATS:
             cnt = tl.zeros([BLOCK_M], tl.int32)
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
-        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk
-        tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
-        count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG, False)
+        tlist = LISTS + list_off
+        count = block_tile_list(TMAX + map_off, n_kblk, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG)
         for i in range(0, count):
             start_n = tl.load(tlist + i) * BLOCK_N
             offs_n = start_n + offs_n0

@@ -34,8 +34,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    causal_hi, group_reduce_max, group_reduce_min, head_alpha, load_rows, map_value, program_ids, row_offset, score_tile,
-    tile_list,
+    block_offsets, block_tile_list, causal_hi, group_reduce_max, group_reduce_min, head_alpha, load_rows, map_value,
+    program_ids, row_offset, score_tile,
 )
 
 
@@ -79,7 +79,8 @@ def rowmax_kernel(
         NG: tl.constexpr = BLOCK_M // RG
         offs_g = tl.arange(0, NG)
         # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
-        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk + offs_g * n_kblk
+        map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
+        tmax_row = TMAX + map_off + offs_g * n_kblk
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
             _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
@@ -105,7 +106,7 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
     c1 = tl.zeros([BLOCK_M], tl.float32)
     c2 = tl.zeros([BLOCK_M], tl.float32)
     ymin = tl.full([BLOCK_M], INF, tl.float32)
-    count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, thr, n_tiles, tlist, FIRST, KCHUNK, NG, False)
+    count = block_tile_list(tmax_row, n_kblk, thr, n_tiles, tlist, FIRST, KCHUNK, NG)
     for i in range(0, count):
         tile = tl.load(tlist + i)
         start_n = tile * BLOCK_N
@@ -218,8 +219,9 @@ def tau_kernel(
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
         NG: tl.constexpr = BLOCK_M // RG
         offs_g = tl.arange(0, NG)
-        tmax_row = TMAX + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG * n_kblk
-        tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_m) * n_kblk
+        map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
+        tmax_row = TMAX + map_off
+        tlist = LISTS + list_off
         n_tiles = tl.cdiv(hi, BLOCK_N)
         INF: tl.constexpr = float("inf")
         if KIND == 0:
@@ -232,7 +234,7 @@ def tau_kernel(
             # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
             lsum = tl.zeros([BLOCK_M], tl.float32)
             no_thr = tl.full([NG], float("-inf"), tl.float32)
-            count = tile_list(tmax_row, 1, n_kblk, tmax_row, 0, 0, no_thr, n_tiles, tlist, False, KCHUNK, NG, False)
+            count = block_tile_list(tmax_row, n_kblk, no_thr, n_tiles, tlist, False, KCHUNK, NG)
             for i in range(0, count):
                 start_n = tl.load(tlist + i) * BLOCK_N
                 offs_n = start_n + offs_n0
@@ -273,4 +275,4 @@ def tau_kernel(
             tau_min = group_reduce_min(tl.where(valid, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
         tau = tl.where(m != m, float("nan"), tau)  # NaN / +inf scores: the row is NaN
         tl.store(TAU + stat_off + offs_m, tau, mask=rmask)
-        tl.store(TAUMIN + (pid_bh.to(tl.int64) * n_qblk + pid_m) * NG + offs_g, tau_min)
+        tl.store(TAUMIN + taumin_off + offs_g, tau_min)
