@@ -35,7 +35,7 @@ for step in $steps; do
         { echo "\$ compute-sanitizer --tool $tool python3 benchmarks/sanitize.py"; compute-sanitizer --version | tail -1;
           PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool $tool python3 benchmarks/sanitize.py; echo "exit $?"; } 2>&1 | tee "$OUT/sanitize_$tool.txt"
       done ;;
-    errors) timeout 120 python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
+    errors) timeout ${ERR_TIMEOUT:-240} python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done
