@@ -30,7 +30,7 @@ for step in $steps; do
     stages) timeout ${STAGES_TIMEOUT:-120} python3 benchmarks/stage_times.py 2>&1 | tee "$OUT/stage_times.txt" ;;
     long) timeout ${LONG_TIMEOUT:-240} python3 benchmarks/long_context.py 2>&1 | tee "$OUT/long_context.txt" ;;
     sanitize)
-      python3 benchmarks/sanitize.py > /dev/null 2>&1  # fill Triton's cache outside the sanitizer
+      timeout ${FILL_TIMEOUT:-120} python3 benchmarks/sanitize.py > /dev/null 2>&1  # fill Triton's cache outside the sanitizer
       for tool in ${SAN_TOOLS:-memcheck racecheck}; do
         { echo "\$ compute-sanitizer --tool $tool python3 benchmarks/sanitize.py"; compute-sanitizer --version | tail -1;
           PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool $tool python3 benchmarks/sanitize.py; echo "exit $?"; } 2>&1 | tee "$OUT/sanitize_$tool.txt"
