@@ -8,6 +8,7 @@
 #   long      benchmarks/long_context.py (N = 262144)    -> long_context.txt
 #   sanitize  compute-sanitizer memcheck + racecheck on benchmarks/sanitize.py -> sanitize_*.txt
 #   errors    python -m entflash.bench --errors          -> errors.jsonl, errors.txt
+#   sweepcost benchmarks/sweep_cost.py (price of a per-tile reduction) -> sweep_cost.txt
 #   launch    benchmarks/launch_sweep.py (per-kernel num_warps/num_stages) -> launch_sweep.jsonl, .txt
 # Pass ENTFLASH_COMMIT=<hash of the working tree> in the command: the device copy's git HEAD can be stale
 # (run 5 recorded an older commit that way).
@@ -38,6 +39,7 @@ for step in $steps; do
       done ;;
     errors) timeout ${ERR_TIMEOUT:-240} python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
     launch) timeout ${LAUNCH_TIMEOUT:-300} python3 benchmarks/launch_sweep.py "$OUT/launch_sweep.jsonl" 2>&1 | tee "$OUT/launch_sweep.txt" ;;
+    sweepcost) timeout ${SWEEP_TIMEOUT:-120} python3 benchmarks/sweep_cost.py 2>&1 | tee "$OUT/sweep_cost.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done
