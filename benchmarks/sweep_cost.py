@@ -8,6 +8,9 @@ then does, per tile, one of:
   MODE 1: R per-tile row reductions (R = 1..4: Σ y₊, Σ y₊², count, min y₊, with y = x - t_row), the
           shape of a τ sweep;
   MODE 2: R elementwise accumulations into register tiles, reduced once after the loop;
+  MODE 3: as MODE 2, but each tile is first folded in half along the keys (tl.split of adjacent column
+          pairs, which one thread holds together) so an accumulator tile costs half the registers; R = 4
+          adds an elementwise min tile;
   GROUP:  MODE 1, R = 1 plus pass 1's per-16-row group maximum stored to a tile map.
 The differences between rows are the price of a per-tile reduction and of an elementwise accumulation,
 which NOTES.md (run 8) estimated at ~0.27 ms per reduction per dense sweep without measuring it.
@@ -39,6 +42,10 @@ def sweep_cost_kernel(Q, K, TH, OUT, MAP, N, n_kblk, scale, D: tl.constexpr, BLO
     t0 = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     t1 = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     t2 = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    h0 = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+    h1 = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+    h2 = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+    h3 = tl.full([BLOCK_M, BLOCK_N // 2], float("inf"), tl.float32)
     for start_n in range(0, (pid_m + 1) * BLOCK_M, BLOCK_N):
         offs_n = start_n + offs_n0
         kT = tl.load(K + base + offs_n[None, :] * D + offs_d[:, None])
@@ -59,6 +66,18 @@ def sweep_cost_kernel(Q, K, TH, OUT, MAP, N, n_kblk, scale, D: tl.constexpr, BLO
                 gm = tl.max(tl.reshape(tl.max(x, 1), (BLOCK_M // 16, 16)), 1)
                 tl.store(MAP + (pid_bh.to(tl.int64) * (N // 16) + pid_m * (BLOCK_M // 16)
                                 + tl.arange(0, BLOCK_M // 16)) * n_kblk + start_n // BLOCK_N, gm)
+        elif MODE == 3:
+            yz = tl.where(ins, y, 0.0)
+            ya, yb = tl.split(tl.reshape(yz, (BLOCK_M, BLOCK_N // 2, 2)))
+            h0 += ya + yb
+            if R >= 2:
+                h1 += ya * ya + yb * yb
+            if R >= 3:
+                ia, ib = tl.split(tl.reshape(ins.to(tl.float32), (BLOCK_M, BLOCK_N // 2, 2)))
+                h2 += ia + ib
+            if R >= 4:
+                ma, mb = tl.split(tl.reshape(tl.where(ins, y, float("inf")), (BLOCK_M, BLOCK_N // 2, 2)))
+                h3 = tl.minimum(h3, tl.minimum(ma, mb))
         else:
             t0 += tl.where(ins, y, 0.0)
             if R >= 2:
@@ -67,6 +86,11 @@ def sweep_cost_kernel(Q, K, TH, OUT, MAP, N, n_kblk, scale, D: tl.constexpr, BLO
                 t2 += ins.to(tl.float32)
     if MODE == 0:
         a0 = tl.max(t0, 1)
+    elif MODE == 3:
+        a0 = tl.sum(h0, 1)
+        a1 = tl.sum(h1, 1)
+        a2 = tl.sum(h2, 1)
+        a3 = tl.min(h3, 1)
     elif MODE == 2:
         a0 = tl.sum(t0, 1)
         a1 = tl.sum(t1, 1)
@@ -76,7 +100,7 @@ def sweep_cost_kernel(Q, K, TH, OUT, MAP, N, n_kblk, scale, D: tl.constexpr, BLO
 
 
 VARIANTS = [(0, 0, False), (1, 1, False), (1, 2, False), (1, 3, False), (1, 4, False), (2, 1, False),
-            (2, 2, False), (2, 3, False), (1, 1, True)]
+            (2, 2, False), (2, 3, False), (1, 1, True), (3, 1, False), (3, 2, False), (3, 3, False), (3, 4, False)]
 
 
 def run(mode, r, group, q, k, th, BLOCK_M, BLOCK_N, num_warps, num_stages):
