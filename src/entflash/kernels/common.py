@@ -124,6 +124,26 @@ def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn,
 
 
 @triton.jit
+def fold_sum(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) -> (BLOCK_M, BLOCK_N // 2): sums of adjacent column pairs.
+
+    Loops accumulate per-row sums in such half tiles and reduce across columns once after the loop:
+    a per-tile row reduction (shuffles between threads) cost ~0.6 ms per dense D64 N16k sweep on the
+    H200 against ~0.14 ms for an elementwise accumulation (benchmarks/sweep_cost.py, NOTES run 12);
+    adjacent column pairs sit in one thread in the MMA layout, so the fold itself needs no shuffle,
+    and a half tile costs half the registers of a full accumulator tile."""
+    a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
+    return a + b
+
+
+@triton.jit
+def fold_min(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """As fold_sum, with minima of adjacent column pairs."""
+    a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
+    return tl.minimum(a, b)
+
+
+@triton.jit
 def group_reduce_max(v, BLOCK_M: tl.constexpr, RG: tl.constexpr):
     """Maxima of consecutive groups of RG entries of a (BLOCK_M,) vector: (BLOCK_M // RG,)."""
     return tl.max(tl.reshape(v, (BLOCK_M // RG, RG)), 1)

@@ -34,8 +34,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    block_offsets, block_tile_list, causal_hi, group_reduce_max, group_reduce_min, head_alpha, load_rows, map_value,
-    program_ids, row_offset, score_tile,
+    block_offsets, block_tile_list, causal_hi, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha,
+    load_rows, map_value, program_ids, row_offset, score_tile,
 )
 
 
@@ -102,10 +102,12 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
     """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step)."""
     INF: tl.constexpr = float("inf")
     NG: tl.constexpr = BLOCK_M // RG
-    c0 = tl.zeros([BLOCK_M], tl.float32)
-    c1 = tl.zeros([BLOCK_M], tl.float32)
-    c2 = tl.zeros([BLOCK_M], tl.float32)
-    ymin = tl.full([BLOCK_M], INF, tl.float32)
+    HN: tl.constexpr = BLOCK_N // 2
+    # per-row sums accumulate in half tiles and are reduced once after the loop (fold_sum)
+    h0 = tl.zeros([BLOCK_M, HN], tl.float32)
+    h1 = tl.zeros([BLOCK_M, HN], tl.float32)
+    h2 = tl.zeros([BLOCK_M, HN], tl.float32)
+    h3 = tl.full([BLOCK_M, HN], INF, tl.float32)
     count = block_tile_list(tmax_row, n_kblk, thr, n_tiles, tlist, FIRST, KCHUNK, NG)
     for i in range(0, count):
         tile = tl.load(tlist + i)
@@ -122,17 +124,17 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
             yp = tl.where(ins, y, 1.0)
             t0 = tl.exp2(tl.log2(yp) * inv_a)
             t1 = t0 / yp
-            c0 += tl.sum(tl.where(ins, t0, 0.0), 1)
-            c1 += tl.sum(tl.where(ins, t1, 0.0), 1)
-            c2 += tl.sum(tl.where(ins, t1 / yp, 0.0), 1)
+            h0 += fold_sum(tl.where(ins, t0, 0.0), BLOCK_M, BLOCK_N)
+            h1 += fold_sum(tl.where(ins, t1, 0.0), BLOCK_M, BLOCK_N)
+            h2 += fold_sum(tl.where(ins, t1 / yp, 0.0), BLOCK_M, BLOCK_N)
         else:
             yz = tl.where(ins, y, 0.0)
-            c0 += tl.sum(ins.to(tl.float32), 1)
-            c1 += tl.sum(yz, 1)
+            h0 += fold_sum(ins.to(tl.float32), BLOCK_M, BLOCK_N)
+            h1 += fold_sum(yz, BLOCK_M, BLOCK_N)
             if KIND == 2:
-                c2 += tl.sum(yz * yz, 1)
-            ymin = tl.minimum(ymin, tl.min(tl.where(ins, y, INF), 1))
-    return c0, c1, c2, ymin
+                h2 += fold_sum(yz * yz, BLOCK_M, BLOCK_N)
+            h3 = tl.minimum(h3, fold_min(tl.where(ins, y, INF), BLOCK_M, BLOCK_N))
+    return tl.sum(h0, 1), tl.sum(h1, 1), tl.sum(h2, 1), tl.min(h3, 1)
 
 
 @triton.jit
@@ -232,7 +234,7 @@ def tau_kernel(
             soft_rows = False
         if soft_rows:
             # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
-            lsum = tl.zeros([BLOCK_M], tl.float32)
+            lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
             no_thr = tl.full([NG], float("-inf"), tl.float32)
             count = block_tile_list(tmax_row, n_kblk, no_thr, n_tiles, tlist, False, KCHUNK, NG)
             for i in range(0, count):
@@ -240,7 +242,8 @@ def tau_kernel(
                 offs_n = start_n + offs_n0
                 _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
                                   kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-                lsum += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
+                lsum_h += fold_sum(tl.exp2(x - m_safe[:, None]), BLOCK_M, BLOCK_N)
+            lsum = tl.sum(lsum_h, 1)
             tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
             tau_min = no_thr  # softmax: no tile is skipped
         else:
