@@ -53,6 +53,7 @@ def main(D=64, dtype="bfloat16"):
     meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=config.KIND_ENTMAX15,
                 CAUSAL=True, HAS_KPM=False, IS_VARLEN=False, PREC="ieee" if dtype == "float32" else None,
                 RG=L.ROW_GROUP, MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=False,
+                START=getattr(config, "MOMENT_START", False),
                 ALPHA_GRAD=False, CAND=getattr(config, "CANDIDATES", 0))
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     print(f"sm_90, D={D}, {dtype}, BLOCK {L.BLOCK_M}x{L.BLOCK_N}, {L.num_warps} warps, {L.num_stages} stages")

@@ -46,6 +46,7 @@ def main():
         meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=kind, CAUSAL=causal,
                     HAS_KPM=kpm, IS_VARLEN=varlen, PREC="ieee" if dtype == "float32" else None, RG=L.ROW_GROUP,
                     MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=True,
+                    START=getattr(config, "MOMENT_START", False),
                     ALPHA_GRAD=kind == config.KIND_GENERAL)
         dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
         for fn in KERNELS:

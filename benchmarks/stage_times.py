@@ -30,8 +30,10 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
     args = (g.kpm_t, g.cq, g.ck, g.alpha_buf)
     grid = g.grid_q()
     mi = max_iters or config.MAX_ITERS_EXACT
-    f1 = lambda: rowmax_kernel[grid](q, k, *args, m, tmax, *common, **g.meta)  # noqa: E731
+    f1 = lambda: rowmax_kernel[grid](q, k, *args, m, tau, tmax, *common, START=config.MOMENT_START,  # noqa: E731
+                                     **g.meta)
     f2 = lambda: tau_kernel[grid](q, k, *args, m, tmax, tau, taumin, lists, *common, MAX_ITERS=mi,  # noqa: E731
+                                  START=config.MOMENT_START,
                                   KCHUNK=config.KCHUNK, **g.meta)
     f3 = lambda: output_kernel[grid](q, k, v, *args, tau, tmax, taumin, lists, out, api._dummy(dev), *sq, *sk, *sv, *so,  # noqa: E731
                                      g.skpm, g.smb, g.smh, H, 1, N, N, g.n_qblk, g.n_kblk, D ** -0.5,
@@ -47,6 +49,15 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
 
 
 if __name__ == "__main__":
+    # `stage_times.py start`: the full pipeline with config.MOMENT_START off and on, in one process
+    if sys.argv[1:2] == ["start"]:
+        for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
+            for start in (False, True):
+                config.MOMENT_START = start
+                t, cand = stages(D, inputs)
+                print(f"D={D} {inputs} moment_start={start}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
+                      f"output-tile fraction {cand}", flush=True)
+        sys.exit(0)
     for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
         for mi in ((None, 1, 2) if len(sys.argv) < 2 else (None,)):
             t, cand = stages(D, inputs, max_iters=mi)

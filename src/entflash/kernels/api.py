@@ -140,10 +140,12 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     sq, sk, sv, so = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(out)
     common = (*sq, *sk, g.skpm, g.smb, g.smh, geo.H, geo.G, g.Nq_arg, g.Nk_arg, geo.n_qblk, geo.n_kblk, float(scale))
     grid = geo.grid_q()
-    rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, *common, **g.meta)
+    # pass 1 writes the moment start into tau (α = 1.5 / 2, config.MOMENT_START); the τ pass overwrites it
+    rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, START=config.MOMENT_START,
+                        **g.meta)
     max_iters = config.MAX_ITERS_GENERAL if g.kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
     tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, *common,
-                     MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, **g.meta)
+                     MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=config.MOMENT_START, **g.meta)
     output_kernel[grid](
         q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists, out, supp,
         *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, geo.H, geo.G, g.Nq_arg, g.Nk_arg, geo.n_qblk, geo.n_kblk,

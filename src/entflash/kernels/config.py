@@ -32,6 +32,11 @@ POISON = os.environ.get("ENTFLASH_POISON") == "1"
 
 KCHUNK = 256  # tile-map entries examined per step when building a program's tile list
 
+# α = 1.5 / 2: pass 1 also sums x and x² per row and the τ pass starts at a Gaussian-moment estimate
+# (threshold.gauss_start) instead of m - 1; CPU simulation (benchmarks/tau_sweeps_sim.py): 5.0 -> 3.1
+# sweeps per program on random inputs. A module flag so that one process can time both.
+MOMENT_START = True
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 

@@ -35,7 +35,7 @@ import triton.language as tl
 
 from .common import (
     block_offsets, block_tile_list, causal_hi, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha,
-    load_rows, map_value, program_ids, row_offset, score_tile,
+    load_rows, map_value, needs_mask, program_ids, row_offset, score_tile,
 )
 
 
@@ -48,18 +48,60 @@ def rel_thr(tau, m):
 
 
 @triton.jit
+def _tail_moment(z, KIND: tl.constexpr):
+    """E[(Z - z)_+^p] for Z ~ N(0, 1), p = 2 (KIND 2, α = 1.5) or p = 1 (KIND 1, α = 2).
+
+    (1 + z²)Φ̄(z) - zφ(z) and φ(z) - zΦ̄(z); for z > 3 from the Mills-ratio series, which avoids the
+    cancellation of 1 - erf in float32.
+    """
+    phi = 0.3989422804014327 * tl.exp(-0.5 * z * z)
+    tail = 0.5 * (1.0 - tl.erf(z * 0.7071067811865476))
+    zi = 1.0 / tl.where(z > 3.0, z, 3.0)
+    zi2 = zi * zi
+    if KIND == 2:
+        near = (1.0 + z * z) * tail - z * phi
+        far = phi * zi * zi2 * (2.0 - 12.0 * zi2 + 90.0 * zi2 * zi2)
+    else:
+        near = phi - z * tail
+        far = phi * zi2 * (1.0 - 3.0 * zi2 + 15.0 * zi2 * zi2)
+    return tl.where(z > 3.0, far, near)
+
+
+@triton.jit
+def gauss_start(s1, s2, n, KIND: tl.constexpr):
+    """The τ a row would have if its n visible scores were Gaussian with their mean and variance (from Σx,
+    Σx²): n σ^p E[(Z - z)_+^p] = 1, τ = μ + σ z. Only a starting point: the sweeps verify the exact τ."""
+    nn = tl.maximum(n, 1.0)
+    mu = s1 / nn
+    var = tl.maximum(s2 / nn - mu * mu, 1e-20)
+    sd = tl.sqrt(var)
+    if KIND == 2:
+        scale_p = nn * var
+    else:
+        scale_p = nn * sd
+    zlo = tl.full(mu.shape, -4.0, tl.float32)
+    zhi = tl.full(mu.shape, 12.0, tl.float32)
+    for _ in range(24):  # the tail moment decreases in z: bisection
+        z = 0.5 * (zlo + zhi)
+        big = scale_p * _tail_moment(z, KIND) > 1.0
+        zlo = tl.where(big, z, zlo)
+        zhi = tl.where(big, zhi, z)
+    return mu + sd * 0.5 * (zlo + zhi)
+
+
+@triton.jit
 def _max_nan(a, b):
     return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
 def rowmax_kernel(
-    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX,
+    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TAU0, TMAX,
     sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, START: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -81,6 +123,12 @@ def rowmax_kernel(
         # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
         map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
         tmax_row = TMAX + map_off + offs_g * n_kblk
+        # START (α = 1.5 / 2): Σx and Σx² over the visible keys for the τ pass's moment start (gauss_start),
+        # accumulated in half tiles (fold_sum); the count is BLOCK_N per unmasked tile
+        MOMENTS: tl.constexpr = START and ((KIND == 1) or (KIND == 2))
+        h1 = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+        h2 = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+        cnt = tl.zeros([BLOCK_M], tl.float32)
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
             _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
@@ -90,8 +138,22 @@ def rowmax_kernel(
             xm = tl.reduce(x, 1, _max_nan)
             m = _max_nan(m, xm)
             tl.store(tmax_row + start_n // BLOCK_N, map_value(group_reduce_max(xm, BLOCK_M, RG)))
+            if MOMENTS:
+                if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
+                    vis = x > float("-inf")
+                    xv = tl.where(vis, x, 0.0)
+                    cnt += tl.sum(vis.to(tl.float32), 1)
+                else:
+                    xv = x
+                    cnt += BLOCK_N
+                h1 += fold_sum(xv, BLOCK_M, BLOCK_N)
+                h2 += fold_sum(xv * xv, BLOCK_M, BLOCK_N)
         m = tl.where(m == float("inf"), float("nan"), m)
-        tl.store(M + row_offset(b, h, qs, smb, smh, 1) + offs_m, m, mask=offs_m < Lq)
+        stat = row_offset(b, h, qs, smb, smh, 1) + offs_m
+        tl.store(M + stat, m, mask=offs_m < Lq)
+        if MOMENTS:
+            # 0.1 below the Gaussian estimate: the iteration is fastest from below (one-sided acceptance)
+            tl.store(TAU0 + stat, gauss_start(tl.sum(h1, 1), tl.sum(h2, 1), cnt, KIND) - 0.1, mask=offs_m < Lq)
 
 
 @triton.jit
@@ -198,7 +260,7 @@ def tau_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr, START: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -248,6 +310,10 @@ def tau_kernel(
             tau_min = no_thr  # softmax: no tile is skipped
         else:
             tau = m_safe - 1.0
+            if START and ((KIND == 1) or (KIND == 2)):
+                # pass 1's moment start; NaN or outside (m - 1, m): the lower bound m - 1
+                t0 = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
+                tau = tl.where((t0 > m_safe - 1.0) & (t0 < m_safe), t0, tau)
             res = tl.full([BLOCK_M], INF, tl.float32)
             done = ~valid
             lo = m_safe - 1.0
@@ -256,7 +322,8 @@ def tau_kernel(
             # map in score units with τ = m - 1; it rewrites the map of its candidate tiles as the
             # group's max of (x - m_i) and clears the others, so later tests are per row
             if tl.sum(valid.to(tl.int32), 0) > 0:
-                thr = group_reduce_min(tl.where(valid, tau, INF), BLOCK_M, RG)
+                # tile candidacy from the lower bound m - 1 (pass 1's map is in score units)
+                thr = group_reduce_min(tl.where(valid, m_safe - 1.0, INF), BLOCK_M, RG)
                 c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
                                                qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles, n_kblk,
                                                offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM, PREC, KCHUNK,
