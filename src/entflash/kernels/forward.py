@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    block_offsets, block_tile_list, causal_hi, head_alpha, load_rows, probs, program_ids, row_offset, score_tile,
+    block_offsets, block_tile_list, causal_hi, fold_sum, head_alpha, load_rows, probs, program_ids, row_offset,
+    score_tile,
 )
 
 
@@ -48,6 +49,10 @@ def output_kernel(
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         lsum = tl.zeros([BLOCK_M], tl.float32)
+        # Σp per row in a half tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
+        # at D128 this kernel already spills)
+        FOLD: tl.constexpr = BLOCK_D <= 64
+        lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
         if NEED_STATS:
             cnt = tl.zeros([BLOCK_M], tl.int32)
         hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
@@ -61,7 +66,10 @@ def output_kernel(
             p = probs(x, tau, inv_a, is_soft, KIND)
             v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
             acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
-            lsum += tl.sum(p, 1)
+            if FOLD:
+                lsum_h += fold_sum(p, BLOCK_M, BLOCK_N)
+            else:
+                lsum += tl.sum(p, 1)
             if NEED_STATS:
                 if KIND == 0:
                     cnt += tl.sum((x > float("-inf")).to(tl.int32), 1)
@@ -69,6 +77,8 @@ def output_kernel(
                     cnt += tl.sum(tl.where(is_soft, x > float("-inf"), x > tau[:, None]).to(tl.int32), 1)
                 else:
                     cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
+        if FOLD:
+            lsum = tl.sum(lsum_h, 1)
         out = acc / tl.where(lsum > 0, lsum, 1.0)[:, None]
         out = tl.where((tau != tau)[:, None], float("nan"), out)
         o_ptrs = OUT + row_offset(b, h, qs, sob, soh, son) + offs_m[:, None].to(tl.int64) * son + offs_d[None, :]
