@@ -4,7 +4,7 @@
 #   tests     pytest -m "gpu and not slow" (test_gpu.py)  -> gpu_tests.txt
 #   property  the slow GPU tests (hypothesis property test) -> gpu_property.txt
 #   bench     python -m entflash.bench [bench args]      -> bench.jsonl, bench.txt
-#   stages    benchmarks/stage_times.py                  -> stage_times.txt
+#   stages    benchmarks/stage_times.py $STAGES_ARGS    -> stage_times.txt  (STAGES_ARGS=start on the fold branch)
 #   long      benchmarks/long_context.py (N = 262144)    -> long_context.txt
 #   sanitize  compute-sanitizer memcheck + racecheck on benchmarks/sanitize.py -> sanitize_*.txt
 #   errors    python -m entflash.bench --errors          -> errors.jsonl, errors.txt
@@ -29,7 +29,7 @@ for step in $steps; do
     tests) timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "gpu and not slow" -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" ;;
     property) timeout ${PROP_TIMEOUT:-300} python3 -m pytest -m "gpu and slow" -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_property.txt" ;;
     bench) timeout ${BENCH_TIMEOUT:-300} python3 -m entflash.bench --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
-    stages) timeout ${STAGES_TIMEOUT:-120} python3 benchmarks/stage_times.py 2>&1 | tee "$OUT/stage_times.txt" ;;
+    stages) timeout ${STAGES_TIMEOUT:-120} python3 benchmarks/stage_times.py ${STAGES_ARGS:-} 2>&1 | tee "$OUT/stage_times.txt" ;;
     long) timeout ${LONG_TIMEOUT:-240} python3 benchmarks/long_context.py 2>&1 | tee "$OUT/long_context.txt" ;;
     sanitize)
       timeout ${FILL_TIMEOUT:-120} python3 benchmarks/sanitize.py > /dev/null 2>&1  # fill Triton's cache outside the sanitizer
