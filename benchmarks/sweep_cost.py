@@ -11,6 +11,8 @@ then does, per tile, one of:
   MODE 3: as MODE 2, but each tile is first folded in half along the keys (tl.split of adjacent column
           pairs, which one thread holds together) so an accumulator tile costs half the registers; R = 4
           adds an elementwise min tile;
+  MODE 4: MODE 3 with R = 4 and fewer operations per score: no scale multiply (the threshold is
+          divided by the scale once per row instead; needs scale > 0) and max(y, 0) for the clipped value;
   GROUP:  MODE 1, R = 1 plus pass 1's per-16-row group maximum stored to a tile map.
 The differences between rows are the price of a per-tile reduction and of an elementwise accumulation,
 which NOTES.md (run 8) estimated at ~0.27 ms per reduction per dense sweep without measuring it.
@@ -49,8 +51,12 @@ def sweep_cost_kernel(Q, K, TH, OUT, MAP, N, n_kblk, scale, D: tl.constexpr, BLO
     for start_n in range(0, (pid_m + 1) * BLOCK_M, BLOCK_N):
         offs_n = start_n + offs_n0
         kT = tl.load(K + base + offs_n[None, :] * D + offs_d[:, None])
-        x = tl.dot(q, kT) * scale
-        y = x - th[:, None]
+        if MODE == 4:
+            x = tl.dot(q, kT)  # raw units: y = (q·k - t/scale), sums rescaled after the loop
+            y = x - (th / scale)[:, None]
+        else:
+            x = tl.dot(q, kT) * scale
+            y = x - th[:, None]
         ins = y > 0
         if MODE == 0:
             t0 = tl.maximum(t0, x)
@@ -66,6 +72,15 @@ def sweep_cost_kernel(Q, K, TH, OUT, MAP, N, n_kblk, scale, D: tl.constexpr, BLO
                 gm = tl.max(tl.reshape(tl.max(x, 1), (BLOCK_M // 16, 16)), 1)
                 tl.store(MAP + (pid_bh.to(tl.int64) * (N // 16) + pid_m * (BLOCK_M // 16)
                                 + tl.arange(0, BLOCK_M // 16)) * n_kblk + start_n // BLOCK_N, gm)
+        elif MODE == 4:
+            yz = tl.maximum(y, 0.0)
+            ya, yb = tl.split(tl.reshape(yz, (BLOCK_M, BLOCK_N // 2, 2)))
+            h0 += ya + yb
+            h1 += ya * ya + yb * yb
+            ia, ib = tl.split(tl.reshape(ins.to(tl.float32), (BLOCK_M, BLOCK_N // 2, 2)))
+            h2 += ia + ib
+            ma, mb = tl.split(tl.reshape(tl.where(ins, y, float("inf")), (BLOCK_M, BLOCK_N // 2, 2)))
+            h3 = tl.minimum(h3, tl.minimum(ma, mb))
         elif MODE == 3:
             yz = tl.where(ins, y, 0.0)
             ya, yb = tl.split(tl.reshape(yz, (BLOCK_M, BLOCK_N // 2, 2)))
@@ -91,6 +106,11 @@ def sweep_cost_kernel(Q, K, TH, OUT, MAP, N, n_kblk, scale, D: tl.constexpr, BLO
         a1 = tl.sum(h1, 1)
         a2 = tl.sum(h2, 1)
         a3 = tl.min(h3, 1)
+    elif MODE == 4:
+        a0 = tl.sum(h0, 1) * scale
+        a1 = tl.sum(h1, 1) * (scale * scale)
+        a2 = tl.sum(h2, 1)
+        a3 = tl.min(h3, 1) * scale
     elif MODE == 2:
         a0 = tl.sum(t0, 1)
         a1 = tl.sum(t1, 1)
@@ -100,7 +120,8 @@ def sweep_cost_kernel(Q, K, TH, OUT, MAP, N, n_kblk, scale, D: tl.constexpr, BLO
 
 
 VARIANTS = [(0, 0, False), (1, 1, False), (1, 2, False), (1, 3, False), (1, 4, False), (2, 1, False),
-            (2, 2, False), (2, 3, False), (1, 1, True), (3, 1, False), (3, 2, False), (3, 3, False), (3, 4, False)]
+            (2, 2, False), (2, 3, False), (1, 1, True), (3, 1, False), (3, 2, False), (3, 3, False), (3, 4, False),
+            (4, 4, False)]
 
 
 def run(mode, r, group, q, k, th, BLOCK_M, BLOCK_N, num_warps, num_stages):
