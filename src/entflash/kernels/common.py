@@ -287,3 +287,33 @@ def tile_list(MAP, s_ent, s_grp, THR, t_ent, t_grp, thr, n, LIST, clear, KCHUNK:
 def block_tile_list(MAP_ROW, n_kblk, thr, n_tiles, LIST, clear, KCHUNK: tl.constexpr, NG: tl.constexpr):
     """tile_list over one query block's NG map rows (MAP_ROW: the first), with thresholds thr per row group."""
     return tile_list(MAP_ROW, 1, n_kblk, MAP_ROW, 0, 0, thr, n_tiles, LIST, clear, KCHUNK, NG, False)
+
+
+@triton.jit
+def query_block(Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr):
+    """What every query-block program (pass 1, τ, output, dq) starts from: (offs_m, offs_n0, offs_d, the q and
+    k base pointers, the key-padding row, one past the last key the block can see). The caller loads its q tile
+    (load_rows) where it needs it: where that load sits changes the generated code."""
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
+    k_base = K + row_offset(b, hk, ks, skb, skh, skn)
+    kpm_row = KPM + b.to(tl.int64) * skpm
+    return offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
+
+
+@triton.jit
+def visited_tiles(TAU, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m, n_qblk, n_kblk, hi,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr):
+    """After the τ pass: the block's τ per row, and the list (pointer, count) of the tiles the output and dq
+    passes visit: those whose row-relative map entry exceeds τ_min of some row group."""
+    tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
+    NG: tl.constexpr = BLOCK_M // RG
+    map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
+    thr = tl.load(TAUMIN + taumin_off + tl.arange(0, NG))
+    tlist = LISTS + list_off
+    count = block_tile_list(TMAX + map_off, n_kblk, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG)
+    return tau, tlist, count
+

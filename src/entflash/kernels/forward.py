@@ -13,8 +13,7 @@ import triton
 import triton.language as tl
 
 from .common import (
-    block_offsets, block_tile_list, causal_hi, fold_sum, head_alpha, load_rows, probs, program_ids, row_offset,
-    score_tile,
+    fold_sum, head_alpha, load_rows, probs, program_ids, query_block, row_offset, score_tile, visited_tiles,
 )
 
 
@@ -33,20 +32,15 @@ def output_kernel(
     start_m = pid_m * BLOCK_M
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        offs_n0 = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, BLOCK_D)
-        q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
-        k_base = K + row_offset(b, hk, ks, skb, skh, skn)
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
+            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BLOCK_M, BLOCK_N,
+            BLOCK_D, CAUSAL)
         v_base = V + row_offset(b, hk, ks, svb, svh, svn)
-        kpm_row = KPM + b.to(tl.int64) * skpm
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
-        tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
-        NG: tl.constexpr = BLOCK_M // RG
-        map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
-        thr = tl.load(TAUMIN + taumin_off + tl.arange(0, NG))
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
+        tau, tlist, count = visited_tiles(TAU, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m, n_qblk,
+                                          n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         lsum = tl.zeros([BLOCK_M], tl.float32)
         # Σp per row in a half tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
@@ -55,9 +49,6 @@ def output_kernel(
         lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
         if NEED_STATS:
             cnt = tl.zeros([BLOCK_M], tl.int32)
-        hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
-        tlist = LISTS + list_off
-        count = block_tile_list(TMAX + map_off, n_kblk, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG)
         for i in range(0, count):
             start_n = tl.load(tlist + i) * BLOCK_N
             offs_n = start_n + offs_n0

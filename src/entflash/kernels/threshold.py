@@ -34,8 +34,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    block_offsets, block_tile_list, causal_hi, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha,
-    load_rows, map_value, needs_mask, program_ids, row_offset, score_tile,
+    block_offsets, block_tile_list, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha, load_rows,
+    map_value, needs_mask, program_ids, query_block, row_offset, score_tile,
 )
 
 
@@ -109,15 +109,11 @@ def rowmax_kernel(
     start_m = pid_m * BLOCK_M
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        offs_n0 = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, BLOCK_D)
-        q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
-        k_base = K + row_offset(b, hk, ks, skb, skh, skn)
-        kpm_row = KPM + b.to(tl.int64) * skpm
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
+            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BLOCK_M, BLOCK_N,
+            BLOCK_D, CAUSAL)
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
         NG: tl.constexpr = BLOCK_M // RG
         offs_g = tl.arange(0, NG)
         # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
@@ -268,19 +264,15 @@ def tau_kernel(
     start_m = pid_m * BLOCK_M
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        offs_n0 = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, BLOCK_D)
-        q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
-        k_base = K + row_offset(b, hk, ks, skb, skh, skn)
-        kpm_row = KPM + b.to(tl.int64) * skpm
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
+            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BLOCK_M, BLOCK_N,
+            BLOCK_D, CAUSAL)
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         m = tl.load(M + stat_off + offs_m, mask=rmask, other=float("-inf"))
         valid = m > float("-inf")
         m_safe = tl.where(valid, m, 0.0)
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-        hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
         NG: tl.constexpr = BLOCK_M // RG
         offs_g = tl.arange(0, NG)
         map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
