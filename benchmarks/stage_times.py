@@ -5,39 +5,19 @@ The τ pass rewrites the tile map that pass 1 wrote, so stages are timed cumulat
 """
 import sys
 
-import torch
 from triton.testing import do_bench
 
 from entflash.bench.inputs import make_inputs
 from entflash.kernels import api, config
-from entflash.kernels.forward import output_kernel
-from entflash.kernels.threshold import rowmax_kernel, tau_kernel
 
 
 def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
     q, k, v = make_inputs(inputs, B, H, N, D, causal)
     dev = q.device
     g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, causal, dev)
-    m = torch.empty(B, H, N, device=dev)
-    tau = torch.empty_like(m)
-    map_shape, taumin_shape = g.map_shapes()
-    tmax = torch.full(map_shape, float("-inf"), device=dev)
-    taumin = torch.empty(taumin_shape, device=dev)
-    lists = torch.empty((B * H, g.n_qblk, g.n_kblk), dtype=torch.int32, device=dev)
-    out = torch.empty_like(q)
-    sq, sk, sv, so = g.strides(q), g.strides(k), g.strides(v), g.strides(out)
-    common = (*sq, *sk, g.skpm, g.smb, g.smh, H, 1, N, N, g.n_qblk, g.n_kblk, D ** -0.5)
-    args = (g.kpm_t, g.cq, g.ck, g.alpha_buf)
-    grid = g.grid_q()
-    mi = max_iters or config.MAX_ITERS_EXACT
-    f1 = lambda: rowmax_kernel[grid](q, k, *args, m, tau, tmax, *common, START=config.MOMENT_START,  # noqa: E731
-                                     **g.meta)
-    f2 = lambda: tau_kernel[grid](q, k, *args, m, tmax, tau, taumin, lists, *common, MAX_ITERS=mi,  # noqa: E731
-                                  START=config.MOMENT_START,
-                                  KCHUNK=config.KCHUNK, **g.meta)
-    f3 = lambda: output_kernel[grid](q, k, v, *args, tau, tmax, taumin, lists, out, api._dummy(dev), *sq, *sk, *sv, *so,  # noqa: E731
-                                     g.skpm, g.smb, g.smh, H, 1, N, N, g.n_qblk, g.n_kblk, D ** -0.5,
-                                     NEED_STATS=False, KCHUNK=config.KCHUNK, **g.meta)
+    bufs = api.forward_buffers(g, q, v, need_stats=False)
+    tmax, taumin = bufs[4], bufs[5]
+    f1, f2, f3 = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False, max_iters=max_iters)
     f12 = lambda: (f1(), f2())  # noqa: E731  (the τ pass rewrites the map: it must follow pass 1)
     f123 = lambda: (f1(), f2(), f3())  # noqa: E731
     f123()

@@ -122,8 +122,8 @@ def _dummy(device):
     return torch.empty(1, dtype=torch.int32, device=device)
 
 
-def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats):
-    geo = _Geom(q, k, v, cu_q, max_q, max_k)
+def forward_buffers(geo, q, v, need_stats):
+    """(out, m, tau, supp, tmax, taumin, lists) of one forward call."""
     dev = q.device
     out = _new(q.shape[:-1] + (v.shape[-1],), q.dtype, dev)
     m = _new(geo.stat_shape(), torch.float32, dev)
@@ -133,24 +133,48 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     map_shape, taumin_shape = geo.map_shapes()
     tmax = torch.full(map_shape, float("-inf"), dtype=torch.bfloat16, device=dev)
     taumin = _new(taumin_shape, torch.float32, dev)
+    lists = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
+    return out, m, tau, supp, tmax, taumin, lists
+
+
+def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
+    """The forward's three launches as callables, in the order they must run (pass 1, τ pass, output pass):
+    _fwd_impl runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: forward_buffers()."""
+    out, m, tau, supp, tmax, taumin, lists = bufs
+    sq, sk, sv, so = g.strides(q), g.strides(k), g.strides(v), g.strides(out)
+    common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
+    grid = g.grid_q()
+    if max_iters is None:
+        max_iters = config.MAX_ITERS_GENERAL if g.kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
+
+    start = config.MOMENT_START
+
+    def pass1():
+        # pass 1 writes the moment start into tau (α = 1.5 / 2, config.MOMENT_START); the τ pass overwrites it
+        rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, START=start, **g.meta)
+
+    def tau_pass():
+        tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, *common,
+                         MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=start, **g.meta)
+
+    def output_pass():
+        output_kernel[grid](
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists, out, supp,
+            *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk,
+            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta,
+        )
+    return pass1, tau_pass, output_pass
+
+
+def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats):
+    geo = _Geom(q, k, v, cu_q, max_q, max_k)
+    bufs = forward_buffers(geo, q, v, need_stats)
+    out, _, tau, supp, tmax, taumin, _ = bufs
     if out.numel() == 0 or geo.B * geo.H == 0:
         return out, tau, supp, tmax, taumin
-    g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, dev)
-    lists = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
-    sq, sk, sv, so = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(out)
-    common = (*sq, *sk, g.skpm, g.smb, g.smh, geo.H, geo.G, g.Nq_arg, g.Nk_arg, geo.n_qblk, geo.n_kblk, float(scale))
-    grid = geo.grid_q()
-    # pass 1 writes the moment start into tau (α = 1.5 / 2, config.MOMENT_START); the τ pass overwrites it
-    rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, START=config.MOMENT_START,
-                        **g.meta)
-    max_iters = config.MAX_ITERS_GENERAL if g.kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
-    tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, *common,
-                     MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=config.MOMENT_START, **g.meta)
-    output_kernel[grid](
-        q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists, out, supp,
-        *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, geo.H, geo.G, g.Nq_arg, g.Nk_arg, geo.n_qblk, geo.n_kblk,
-        float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta,
-    )
+    g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, q.device)
+    for launch in forward_stages(q, k, v, g, scale, bufs, need_stats):
+        launch()
     return out, tau, supp, tmax, taumin
 
 
