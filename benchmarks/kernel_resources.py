@@ -45,22 +45,29 @@ def _signature(fn, dt, constexprs):
     return sig
 
 
-def main(D=64, dtype="bfloat16"):
-    dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
+def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False, varlen=False, need_stats=False):
+    """fn compiled for sm_90 (no GPU needed) with the launch settings the library would use."""
     import torch
 
     L = config.launch_config(D, getattr(torch, dtype))
-    meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=config.KIND_ENTMAX15,
-                CAUSAL=True, HAS_KPM=False, IS_VARLEN=False, PREC="ieee" if dtype == "float32" else None,
-                RG=L.ROW_GROUP, MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=False,
-                START=getattr(config, "MOMENT_START", False),
-                ALPHA_GRAD=False, CAND=getattr(config, "CANDIDATES", 0))
+    meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=kind, CAUSAL=causal,
+                HAS_KPM=kpm, IS_VARLEN=varlen, PREC="ieee" if dtype == "float32" else None, RG=L.ROW_GROUP,
+                MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=need_stats,
+                ALPHA_GRAD=kind == config.KIND_GENERAL, START=config.MOMENT_START)
+    dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
+    cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
+    src = ASTSource(fn=fn, signature=_signature(fn, dt, cons), constexprs=cons)
+    return tcompile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=L.num_warps, num_stages=L.num_stages))
+
+
+def main(D=64, dtype="bfloat16"):
+    import torch
+
+    L = config.launch_config(D, getattr(torch, dtype))
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     print(f"sm_90, D={D}, {dtype}, BLOCK {L.BLOCK_M}x{L.BLOCK_N}, {L.num_warps} warps, {L.num_stages} stages")
     for fn in KERNELS:
-        cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
-        src = ASTSource(fn=fn, signature=_signature(fn, dt, cons), constexprs=cons)
-        k = tcompile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=L.num_warps, num_stages=L.num_stages))
+        k = compile_sm90(fn, D, dtype)
         with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
             f.write(k.asm["cubin"])
         usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout

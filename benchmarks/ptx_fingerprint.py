@@ -9,17 +9,12 @@ debug info and of its instruction multiset (register numbers and labels normaliz
 equal multisets mean the same instructions, only scheduled or numbered differently.
 """
 import hashlib
-import inspect
 import os
 import re
 
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
-import torch  # noqa: E402
-from kernel_resources import KERNELS, _signature  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-from triton.compiler import compile as tcompile  # noqa: E402
+from kernel_resources import KERNELS, compile_sm90  # noqa: E402
 
 from entflash.kernels import config  # noqa: E402
 
@@ -42,17 +37,8 @@ def fingerprint(ptx: str):
 
 def main():
     for D, dtype, kind, causal, kpm, varlen in VARIANTS:
-        L = config.launch_config(D, getattr(torch, dtype))
-        meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=kind, CAUSAL=causal,
-                    HAS_KPM=kpm, IS_VARLEN=varlen, PREC="ieee" if dtype == "float32" else None, RG=L.ROW_GROUP,
-                    MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=True,
-                    START=getattr(config, "MOMENT_START", False),
-                    ALPHA_GRAD=kind == config.KIND_GENERAL)
-        dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
         for fn in KERNELS:
-            cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
-            k = tcompile(ASTSource(fn=fn, signature=_signature(fn, dt, cons), constexprs=cons),
-                         target=GPUTarget("cuda", 90, 32), options=dict(num_warps=L.num_warps, num_stages=L.num_stages))
+            k = compile_sm90(fn, D, dtype, kind, causal, kpm, varlen, need_stats=True)
             exact, multiset = fingerprint(k.asm["ptx"])
             print(f"{fn.fn.__name__:14s} D={D:<4d} {dtype:9s} kind={kind}  ptx {exact}  instructions {multiset}")
 
