@@ -45,8 +45,13 @@ def _signature(fn, dt, constexprs):
     return sig
 
 
-def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False, varlen=False, need_stats=False):
-    """fn compiled for sm_90 (no GPU needed) with the launch settings the library would use."""
+def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False, varlen=False, need_stats=False,
+                 maxnreg=None):
+    """fn compiled for sm_90 (no GPU needed) with the launch settings the library would use.
+
+    Pointers and integer arguments carry the divisibility-by-16 hint that Triton's launcher gives them at
+    run time on the benchmark shapes (aligned tensors, strides and lengths multiples of 16): without it the
+    K loads compile to scalar 2-byte loads without cp.async, code the GPU never runs."""
     import torch
 
     L = config.launch_config(D, getattr(torch, dtype))
@@ -56,8 +61,14 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
                 ALPHA_GRAD=kind == config.KIND_GENERAL, START=config.MOMENT_START)
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
-    src = ASTSource(fn=fn, signature=_signature(fn, dt, cons), constexprs=cons)
-    return tcompile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=L.num_warps, num_stages=L.num_stages))
+    sig = _signature(fn, dt, cons)
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(inspect.signature(fn.fn).parameters)
+             if sig[name] != "constexpr" and name not in ("scale", "H", "G")}
+    src = ASTSource(fn=fn, signature=sig, constexprs=cons, attrs=attrs)
+    opts = dict(num_warps=L.num_warps, num_stages=L.num_stages)
+    if maxnreg:
+        opts["maxnreg"] = maxnreg
+    return tcompile(src, target=GPUTarget("cuda", 90, 32), options=opts)
 
 
 def main(D=64, dtype="bfloat16"):
