@@ -38,6 +38,16 @@ if __name__ == "__main__":
                 print(f"D={D} {inputs} moment_start={start}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
                       f"output-tile fraction {cand}", flush=True)
         sys.exit(0)
+    # `stage_times.py maxnreg`: the τ kernel with ptxas choosing its registers and capped at 128
+    if sys.argv[1:2] == ["maxnreg"]:
+        for D, inputs in [(64, "random"), (64, "clustered")]:
+            for mi in (1, 2, None):
+                for cap in (None, 128):
+                    config.MAXNREG = {"tau": cap} if cap else {}
+                    t, cand = stages(D, inputs, max_iters=mi)
+                    print(f"D={D} {inputs} max_iters={mi or config.MAX_ITERS_EXACT} tau maxnreg={cap}: pass1 {t[0]} ms, "
+                          f"tau {t[1]} ms, out {t[2]} ms", flush=True)
+        sys.exit(0)
     for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
         for mi in ((None, 1, 2) if len(sys.argv) < 2 else (None,)):
             t, cand = stages(D, inputs, max_iters=mi)

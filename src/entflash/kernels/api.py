@@ -137,6 +137,11 @@ def forward_buffers(geo, q, v, need_stats):
     return out, m, tau, supp, tmax, taumin, lists
 
 
+def _regcap(name):
+    mx = config.MAXNREG.get(name)
+    return {"maxnreg": mx} if mx else {}
+
+
 def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     """The forward's three launches as callables, in the order they must run (pass 1, τ pass, output pass):
     _fwd_impl runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: forward_buffers()."""
@@ -155,7 +160,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
 
     def tau_pass():
         tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, *common,
-                         MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=start, **g.meta)
+                         MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=start, **g.meta, **_regcap("tau"))
 
     def output_pass():
         output_kernel[grid](

@@ -52,8 +52,8 @@ def dq_kernel(
         sug = tl.zeros([BLOCK_M], tl.float32)
         # Σu and Σug in half tiles, reduced once after the loop (fold_sum), where registers allow
         FOLD: tl.constexpr = BLOCK_D <= 64
-        su_h = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
-        sug_h = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+        su_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+        sug_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
         if ALPHA_GRAD:
             dg = tl.zeros([BLOCK_M], tl.float32)
             h1 = tl.zeros([BLOCK_M], tl.float32)

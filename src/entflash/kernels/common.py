@@ -125,22 +125,26 @@ def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn,
 
 @triton.jit
 def fold_sum(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """(BLOCK_M, BLOCK_N) -> (BLOCK_M, BLOCK_N // 2): sums of adjacent column pairs.
+    """(BLOCK_M, BLOCK_N) -> (BLOCK_M, BLOCK_N // 4): each output column sums four input columns.
 
-    Loops accumulate per-row sums in such half tiles and reduce across columns once after the loop:
+    Loops accumulate per-row sums in such quarter tiles and reduce across columns once after the loop:
     a per-tile row reduction (shuffles between threads) cost ~0.6 ms per dense D64 N16k sweep on the
-    H200 against ~0.14 ms for an elementwise accumulation (benchmarks/sweep_cost.py, NOTES run 12);
-    adjacent column pairs sit in one thread in the MMA layout, so the fold itself needs no shuffle,
-    and a half tile costs half the registers of a full accumulator tile."""
+    H200 against ~0.14 ms for an elementwise accumulation (benchmarks/sweep_cost.py, NOTES run 12).
+    Both folds stay inside a thread in the MMA layout: first adjacent column pairs (2c, 2c+1), then
+    columns c and c + BLOCK_N // 4 of the half tile, which one thread also holds together. A quarter
+    tile costs a quarter of the registers of a full accumulator tile: the τ kernel's four accumulators
+    must leave it at <= 128 registers (two 8-warp programs per SM; NOTES run 13)."""
     a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
-    return a + b
+    c, d = tl.split(tl.permute(tl.reshape(a + b, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
+    return c + d
 
 
 @triton.jit
 def fold_min(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """As fold_sum, with minima of adjacent column pairs."""
+    """As fold_sum, with minima."""
     a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
-    return tl.minimum(a, b)
+    c, d = tl.split(tl.permute(tl.reshape(tl.minimum(a, b), (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
+    return tl.minimum(c, d)
 
 
 @triton.jit

@@ -37,6 +37,10 @@ KCHUNK = 256  # tile-map entries examined per step when building a program's til
 # sweeps per program on random inputs. A module flag so that one process can time both.
 MOMENT_START = True
 
+# Per-kernel register cap (ptxas .maxnreg) by kernel name, e.g. {"tau": 128}; empty: ptxas decides. An
+# experiment switch (benchmarks/stage_times.py maxnreg): two 8-warp programs per SM need <= 128 registers.
+MAXNREG: dict = {}
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 

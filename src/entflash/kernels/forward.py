@@ -46,7 +46,7 @@ def output_kernel(
         # Σp per row in a half tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
         # at D128 this kernel already spills)
         FOLD: tl.constexpr = BLOCK_D <= 64
-        lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+        lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
         if NEED_STATS:
             cnt = tl.zeros([BLOCK_M], tl.int32)
         for i in range(0, count):

@@ -122,8 +122,8 @@ def rowmax_kernel(
         # START (α = 1.5 / 2): Σx and Σx² over the visible keys for the τ pass's moment start (gauss_start),
         # accumulated in half tiles (fold_sum); the count is BLOCK_N per unmasked tile
         MOMENTS: tl.constexpr = START and ((KIND == 1) or (KIND == 2))
-        h1 = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
-        h2 = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+        h1 = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+        h2 = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
         cnt = tl.zeros([BLOCK_M], tl.float32)
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
@@ -160,7 +160,7 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
     """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step)."""
     INF: tl.constexpr = float("inf")
     NG: tl.constexpr = BLOCK_M // RG
-    HN: tl.constexpr = BLOCK_N // 2
+    HN: tl.constexpr = BLOCK_N // 4
     # per-row sums accumulate in half tiles and are reduced once after the loop (fold_sum)
     h0 = tl.zeros([BLOCK_M, HN], tl.float32)
     h1 = tl.zeros([BLOCK_M, HN], tl.float32)
@@ -288,7 +288,7 @@ def tau_kernel(
             soft_rows = False
         if soft_rows:
             # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
-            lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 2], tl.float32)
+            lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
             no_thr = tl.full([NG], float("-inf"), tl.float32)
             count = block_tile_list(tmax_row, n_kblk, no_thr, n_tiles, tlist, False, KCHUNK, NG)
             for i in range(0, count):
