@@ -46,7 +46,7 @@ def _signature(fn, dt, constexprs):
 
 
 def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False, varlen=False, need_stats=False,
-                 maxnreg=None):
+                 maxnreg=None, first=True, state=False):
     """fn compiled for sm_90 (no GPU needed) with the launch settings the library would use.
 
     Pointers and integer arguments carry the divisibility-by-16 hint that Triton's launcher gives them at
@@ -58,7 +58,7 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
     meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=kind, CAUSAL=causal,
                 HAS_KPM=kpm, IS_VARLEN=varlen, PREC="ieee" if dtype == "float32" else None, RG=L.ROW_GROUP,
                 MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=need_stats,
-                ALPHA_GRAD=kind == config.KIND_GENERAL, START=config.MOMENT_START)
+                ALPHA_GRAD=kind == config.KIND_GENERAL, START=config.MOMENT_START, FIRST=first, STATE=state)
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
     sig = _signature(fn, dt, cons)
@@ -77,15 +77,21 @@ def main(D=64, dtype="bfloat16"):
     L = config.launch_config(D, getattr(torch, dtype))
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     print(f"sm_90, D={D}, {dtype}, BLOCK {L.BLOCK_M}x{L.BLOCK_N}, {L.num_warps} warps, {L.num_stages} stages")
-    for fn in KERNELS:
-        k = compile_sm90(fn, D, dtype)
+    # the τ kernel also as the split pass's two one-sweep launches, with the register cap they run under
+    variants = [(fn, fn.fn.__name__, {}) for fn in KERNELS]
+    variants[2:2] = [(tau_kernel, f"tau split 1st{tag}", dict(first=True, state=True, maxnreg=cap))
+                     for tag, cap in (("", None), (" cap", L.split_maxnreg))]
+    variants[4:4] = [(tau_kernel, f"tau split nth{tag}", dict(first=False, state=True, maxnreg=cap))
+                     for tag, cap in (("", None), (" cap", L.split_maxnreg))]
+    for fn, name, kw in variants:
+        k = compile_sm90(fn, D, dtype, **kw)
         with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
             f.write(k.asm["cubin"])
         usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
         os.unlink(f.name)
         res = next((line.split("REG:")[1] for line in usage.splitlines() if "REG:" in line), "?")
         regs, stack = res.split()[0], res.split()[1]
-        print(f"  {fn.fn.__name__:14s} registers {regs:>4s}  {stack:12s}  shared {k.metadata.shared} B")
+        print(f"  {name:18s} registers {regs:>4s}  {stack:12s}  shared {k.metadata.shared} B")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
     q, k, v = make_inputs(inputs, B, H, N, D, causal)
     dev = q.device
     g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, causal, dev)
-    bufs = api.forward_buffers(g, q, v, need_stats=False)
+    bufs = api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind))
     tmax, taumin = bufs[4], bufs[5]
     f1, f2, f3 = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False, max_iters=max_iters)
     f12 = lambda: (f1(), f2())  # noqa: E731  (the τ pass rewrites the map: it must follow pass 1)

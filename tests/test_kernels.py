@@ -160,6 +160,31 @@ def test_moment_start_changes_nothing_but_the_start(monkeypatch, alpha):
     assert torch.equal(b.support.cpu(), ref.support)
 
 
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
+def test_split_tau_pass_matches_fused(monkeypatch, alpha):
+    """config.TAU_SPLIT: the τ pass as one launch per sweep (state kept in memory between launches) gives the
+    same τ, support and output as the single launch with a loop over sweeps, and matches the oracle."""
+    q, k, v = rand_qkv(2, 3, 1, 45, 70, 16, device=DEV)
+    q[1, 2, 5] *= 25.0  # a peaked row
+    kpm = torch.rand(2, 70, device=DEV) > 0.25
+    if alpha == "per-head":
+        alpha = torch.tensor([1.0, 1.5, 1.7], device=DEV)  # a softmax head among entmax heads
+    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True, backend="triton")
+    res = {}
+    for mode in ("never", "always"):
+        monkeypatch.setattr(config, "TAU_SPLIT", mode)
+        res[mode] = entflash.entmax_attention(q, k, v, **kw)
+    a, b = res["never"], res["always"]
+    assert torch.equal(torch.isfinite(a.tau), torch.isfinite(b.tau))
+    fin = torch.isfinite(a.tau)
+    assert torch.equal(a.tau[fin], b.tau[fin])
+    assert torch.equal(a.support, b.support)
+    assert torch.equal(a.out, b.out)
+    ref = oracle(q, k, v, alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True)
+    assert torch.equal(b.support.cpu(), ref.support)
+    assert (b.out.double().cpu() - ref.out).abs().max() < 1e-4
+
+
 def test_varlen_matches_dense_per_sequence():
     H, Hkv, D = 2, 1, 16
     lens_q, lens_k = [7, 0, 30, 18], [9, 5, 30, 3]

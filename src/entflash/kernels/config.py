@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -41,6 +42,13 @@ MOMENT_START = True
 # experiment switch (benchmarks/stage_times.py maxnreg): two 8-warp programs per SM need <= 128 registers.
 MAXNREG: dict = {}
 
+# The τ pass as one launch per sweep (threshold.tau_kernel, STATE) instead of one launch with a loop over
+# sweeps: "auto" splits when a launch has at least SPLIT_MIN_TILES causal-agnostic tiles (B·H·n_qblk·n_kblk)
+# so that the extra launches (MAX_ITERS of them, finished blocks exit at once) cost nothing next to the
+# sweeps; "always" / "never" for tests and measurements. α = 1 (softmax, one sweep) never splits.
+TAU_SPLIT = "auto"
+SPLIT_MIN_TILES = 1 << 16
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 
@@ -58,6 +66,9 @@ class Launch:
     # one warp owns in a 128-row, 8-warp tile, so the group maximum is a
     # reduction inside the warp.
     ROW_GROUP: int = 16
+    # ptxas register cap for the one-sweep τ launches of a split pass: <= 128 registers lets two 8-warp
+    # programs share an SM (run 14: a sweep 5.6 -> 3.7 ms on random D64 N16k); None: no cap
+    split_maxnreg: Optional[int] = None
 
     @property
     def n_groups(self) -> int:
@@ -71,7 +82,7 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
     # τ sweeps keep many per-row vectors live and 4 warps spill
-    return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2)
+    return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128)
 
 
 def block_d(head_dim: int) -> int:

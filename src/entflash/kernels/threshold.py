@@ -251,13 +251,20 @@ def _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.cons
 
 @triton.jit
 def tau_kernel(
-    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS,
+    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS, ST,
     sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
-    H, G, Nq, Nk, n_qblk, n_kblk, scale,
+    H, G, Nq, Nk, n_qblk, n_kblk, scale, sst,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr, START: tl.constexpr,
+    FIRST: tl.constexpr, STATE: tl.constexpr,
 ):
+    """The τ pass. Fused (FIRST, not STATE): sweep 0 and up to MAX_ITERS - 1 further sweeps in one launch.
+    Split (STATE): one sweep per launch, the iteration's per-row state (iterate, bracket, accepted root) kept
+    in ST (4 planes of sst floats) between launches: the launch with FIRST runs sweep 0, each later launch
+    one more sweep for the blocks that still have unfinished rows (others only rewrite their results).
+    A kernel with a loop over sweeps needs ~250 registers on sm_90, one sweep ~128: two programs per SM
+    instead of one (NOTES run 14)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -272,7 +279,8 @@ def tau_kernel(
         m = tl.load(M + stat_off + offs_m, mask=rmask, other=float("-inf"))
         valid = m > float("-inf")
         m_safe = tl.where(valid, m, 0.0)
-        q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
+        if FIRST:
+            q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         NG: tl.constexpr = BLOCK_M // RG
         offs_g = tl.arange(0, NG)
         map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
@@ -287,51 +295,73 @@ def tau_kernel(
         else:
             soft_rows = False
         if soft_rows:
-            # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
-            lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
-            no_thr = tl.full([NG], float("-inf"), tl.float32)
-            count = block_tile_list(tmax_row, n_kblk, no_thr, n_tiles, tlist, False, KCHUNK, NG)
-            for i in range(0, count):
-                start_n = tl.load(tlist + i) * BLOCK_N
-                offs_n = start_n + offs_n0
-                _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
-                                  kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-                lsum_h += fold_sum(tl.exp2(x - m_safe[:, None]), BLOCK_M, BLOCK_N)
-            lsum = tl.sum(lsum_h, 1)
-            tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
-            tau_min = no_thr  # softmax: no tile is skipped
+            # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key (a split pass does it in its first launch;
+            # later launches find the result final and only rewrite it)
+            tau_min = tl.full([NG], float("-inf"), tl.float32)  # softmax: no tile is skipped
+            if FIRST:
+                lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+                count = block_tile_list(tmax_row, n_kblk, tau_min, n_tiles, tlist, False, KCHUNK, NG)
+                for i in range(0, count):
+                    start_n = tl.load(tlist + i) * BLOCK_N
+                    offs_n = start_n + offs_n0
+                    _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
+                                      kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                    lsum_h += fold_sum(tl.exp2(x - m_safe[:, None]), BLOCK_M, BLOCK_N)
+                lsum = tl.sum(lsum_h, 1)
+                tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
+            else:
+                tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=INF)
         else:
-            tau = m_safe - 1.0
-            if START and ((KIND == 1) or (KIND == 2)):
-                # pass 1's moment start; NaN or outside (m - 1, m): the lower bound m - 1
-                t0 = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
-                tau = tl.where((t0 > m_safe - 1.0) & (t0 < m_safe), t0, tau)
-            res = tl.full([BLOCK_M], INF, tl.float32)
-            done = ~valid
-            lo = m_safe - 1.0
-            hi_b = m_safe
-            # sweep 0 (peeled: a branch inside the tile loop would stop its pipelining) reads pass 1's
-            # map in score units with τ = m - 1; it rewrites the map of its candidate tiles as the
-            # group's max of (x - m_i) and clears the others, so later tests are per row
-            if tl.sum(valid.to(tl.int32), 0) > 0:
-                # tile candidacy from the lower bound m - 1 (pass 1's map is in score units)
-                thr = group_reduce_min(tl.where(valid, m_safe - 1.0, INF), BLOCK_M, RG)
-                c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
-                                               qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles, n_kblk,
-                                               offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM, PREC, KCHUNK,
-                                               True)
-                tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, valid, tau, lo, hi_b, res, done, inv_a, KIND)
-            for it in range(1, MAX_ITERS):
+            st = ST + stat_off + offs_m
+            if FIRST:
+                tau = m_safe - 1.0
+                if START and ((KIND == 1) or (KIND == 2)):
+                    # pass 1's moment start; NaN or outside (m - 1, m): the lower bound m - 1
+                    t0 = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
+                    tau = tl.where((t0 > m_safe - 1.0) & (t0 < m_safe), t0, tau)
+                res = tl.full([BLOCK_M], INF, tl.float32)
+                done = ~valid
+                lo = m_safe - 1.0
+                hi_b = m_safe
+                # sweep 0 (peeled: a branch inside the tile loop would stop its pipelining) reads pass 1's
+                # map in score units with τ = m - 1; it rewrites the map of its candidate tiles as the
+                # group's max of (x - m_i) and clears the others, so later tests are per row
+                if tl.sum(valid.to(tl.int32), 0) > 0:
+                    # tile candidacy from the lower bound m - 1 (pass 1's map is in score units)
+                    thr = group_reduce_min(tl.where(valid, m_safe - 1.0, INF), BLOCK_M, RG)
+                    c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk,
+                                                   skn, qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
+                                                   n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
+                                                   PREC, KCHUNK, True)
+                    tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, valid, tau, lo, hi_b, res, done, inv_a,
+                                                     KIND)
+            else:
+                # a later launch of a split pass: the state the previous launch left
+                tau = tl.load(st, mask=rmask, other=0.0)
+                lo = tl.load(st + sst, mask=rmask, other=0.0)
+                hi_b = tl.load(st + 2 * sst, mask=rmask, other=0.0)
+                res = tl.load(st + 3 * sst, mask=rmask, other=INF)
+                done = ~valid | (res < INF)
+            N_LOOP: tl.constexpr = (0 if FIRST else 1) if STATE else MAX_ITERS - 1
+            for it in range(0, N_LOOP):
                 todo = valid & ~done
                 n_todo = tl.sum(todo.to(tl.int32), 0)
                 if n_todo > 0:
+                    if not FIRST:  # a later split launch loads q only when its block has work left
+                        q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
                     thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
                     c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
                                                    qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, False)
                     tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND)
-            # rows that hit MAX_ITERS keep the last iterate (accurate to rounding)
+            if STATE:
+                tl.store(st, tau, mask=rmask)
+                tl.store(st + sst, lo, mask=rmask)
+                tl.store(st + 2 * sst, hi_b, mask=rmask)
+                tl.store(st + 3 * sst, res, mask=rmask)
+            # rows that hit MAX_ITERS keep the last iterate (accurate to rounding); every launch of a split
+            # pass writes the results as they stand, so the last one leaves them final
             tau = tl.where(valid & ~done, tau, res)
             tau = tl.where(valid, tau, INF)
             tau_min = group_reduce_min(tl.where(valid, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
