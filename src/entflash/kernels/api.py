@@ -190,7 +190,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
         output_kernel[grid](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists, out, supp,
             *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk,
-            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta,
+            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta, **_regcap("output"),
         )
     return pass1, tau_pass, output_pass
 
@@ -229,12 +229,12 @@ def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, m
     dq_kernel[geo.grid_q()](
         q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
         *sq, *sk, *sv, *sd, *geo.strides(dq), g.skpm, g.smb, g.smh, geo.H, geo.G, *tail,
-        ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta,
+        ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta, **_regcap("dq"),
     )
     dkdv_kernel[(geo.n_kblk, geo.B * geo.Hkv)](
         q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
         *sq, *sk, *sv, *sd, *geo.strides(dk), g.skpm, g.smb, g.smh, geo.Hkv, geo.G, *tail, KCHUNK=config.KCHUNK,
-        **g.meta,
+        **g.meta, **_regcap("dkdv"),
     )
     if need_dalpha:
         per_head = da_rows.sum(dim=1) if geo.varlen else da_rows.sum(dim=(0, 2))
