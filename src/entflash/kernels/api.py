@@ -148,9 +148,11 @@ def forward_buffers(geo, q, v, need_stats, split=False):
     return out, m, tau, supp, tmax, taumin, lists, state
 
 
-def _regcap(name):
-    mx = config.MAXNREG.get(name)
-    return {"maxnreg": mx} if mx else {}
+def _regcap(name, default=None):
+    """The maxnreg launch option of kernel `name`: config.MAXNREG's entry (an experiment switch), else the
+    launch configuration's default; none under the interpreter."""
+    mx = config.MAXNREG.get(name, default)
+    return {"maxnreg": mx} if mx and not config.interpreting() else {}
 
 
 def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
@@ -172,19 +174,23 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
         # pass 1 writes the moment start into tau (α = 1.5 / 2, config.MOMENT_START); the τ pass overwrites it
         rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, START=start, **g.meta)
 
-    def tau_launch(first, cap):
+    def tau_launch(first, n_loop, cap, mini=0):
         tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
                          MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=start, FIRST=first, STATE=split,
-                         **g.meta, **cap)
+                         N_LOOP=n_loop, MINI=mini, **g.meta, **cap)
 
     def tau_pass():
         if not split:
-            tau_launch(True, _regcap("tau"))
+            tau_launch(True, max_iters - 1, _regcap("tau"))
             return
-        cap = _regcap("tau") or ({"maxnreg": g.launch.split_maxnreg}
-                                 if g.launch.split_maxnreg and not config.interpreting() else {})
-        for it in range(max_iters):
-            tau_launch(it == 0, cap)
+        # sweeps 0 .. SPLIT_SWEEPS - 1 one per launch (capped registers); the rare rows left after them
+        # finish in one launch with a loop over the remaining sweeps
+        cap = _regcap("tau", g.launch.split_maxnreg)
+        n_split = min(max_iters, config.SPLIT_SWEEPS)
+        for it in range(n_split):
+            tau_launch(it == 0, 0 if it == 0 else 1, cap, 0 if it == 0 else g.launch.mini_rows)
+        if max_iters > n_split:
+            tau_launch(False, max_iters - n_split, _regcap("tau"))
 
     def output_pass():
         output_kernel[grid](
@@ -229,7 +235,7 @@ def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, m
     dq_kernel[geo.grid_q()](
         q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
         *sq, *sk, *sv, *sd, *geo.strides(dq), g.skpm, g.smb, g.smh, geo.H, geo.G, *tail,
-        ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta, **_regcap("dq"),
+        ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta, **_regcap("dq", g.launch.dq_maxnreg),
     )
     dkdv_kernel[(geo.n_kblk, geo.B * geo.Hkv)](
         q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,

@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .common import (
     fold_sum, grad_terms, head_alpha, load_cols, load_rows, masked_dot, needs_mask, program_ids, query_block,
-    row_offset, score_tile, tile_list, visited_tiles,
+    query_block_id, row_offset, score_tile, tile_list, visited_tiles,
 )
 
 
@@ -31,7 +31,7 @@ def dq_kernel(
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M

@@ -27,6 +27,16 @@ def seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
+def query_block_id(n_qblk, CAUSAL: tl.constexpr):
+    """The query block of this program. Causal: the last blocks first: they see the most keys, and a grid
+    that starts the longest programs last ends on a tail of them (each split τ launch pays that tail)."""
+    if CAUSAL:
+        return n_qblk - 1 - tl.program_id(0)
+    else:
+        return tl.program_id(0)
+
+
+@triton.jit
 def program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):
     """(b, h, kv head, first query row, query length, first key row, key length) of a (batch, head) program."""
     b = pid_bh // H

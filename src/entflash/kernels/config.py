@@ -48,6 +48,9 @@ MAXNREG: dict = {}
 # sweeps; "always" / "never" for tests and measurements. α = 1 (softmax, one sweep) never splits.
 TAU_SPLIT = "auto"
 SPLIT_MIN_TILES = 1 << 16
+# launches with one sweep each; a last launch loops over the remaining sweeps for the few rows left
+# (run 16, D64 N16k: after 4 sweeps 36 of 524288 rows were unfinished on random inputs, 1382 on clustered)
+SPLIT_SWEEPS = 5
 
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
@@ -69,6 +72,12 @@ class Launch:
     # ptxas register cap for the one-sweep τ launches of a split pass: <= 128 registers lets two 8-warp
     # programs share an SM (run 14: a sweep 5.6 -> 3.7 ms on random D64 N16k); None: no cap
     split_maxnreg: Optional[int] = None
+    # the same for the dq kernel (run 16, D64: 178 -> 128 registers with 40 bytes of spills, backward on
+    # random inputs 16.9 -> 15.4 ms, clustered 1.65 -> 1.49 ms)
+    dq_maxnreg: Optional[int] = None
+    # later split τ launches sweep a block with at most this many unfinished rows as a gathered tile of
+    # that many rows (threshold.tau_kernel MINI); 0: off
+    mini_rows: int = 0
 
     @property
     def n_groups(self) -> int:
@@ -77,12 +86,13 @@ class Launch:
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     if interpreting():
-        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8)
+        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, mini_rows=4)
     if dtype == torch.float32 or head_dim > 128:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
     # τ sweeps keep many per-row vectors live and 4 warps spill
-    return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128)
+    return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128,
+                  dq_maxnreg=128 if head_dim <= 64 else None, mini_rows=32)
 
 
 def block_d(head_dim: int) -> int:

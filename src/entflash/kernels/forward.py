@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    fold_sum, head_alpha, load_rows, probs, program_ids, query_block, row_offset, score_tile, visited_tiles,
+    fold_sum, head_alpha, load_rows, probs, program_ids, query_block, query_block_id, row_offset, score_tile,
+    visited_tiles,
 )
 
 
@@ -26,7 +27,7 @@ def output_kernel(
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
