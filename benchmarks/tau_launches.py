@@ -28,7 +28,7 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
     def later():
         tau_kernel[g.grid_q()](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common,
                                state[0].numel(), MAX_ITERS=n_iters, KCHUNK=config.KCHUNK, START=config.MOMENT_START,
-                               FIRST=False, STATE=True, N_LOOP=1, MINI=g.launch.mini_rows, **g.meta, maxnreg=g.launch.split_maxnreg)
+                               FIRST=False, STATE=True, N_LOOP=1, **g.meta, maxnreg=g.launch.split_maxnreg)
 
     times = [[] for _ in range(n_iters)]
     todo_rows, todo_blocks = [], []

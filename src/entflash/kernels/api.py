@@ -174,10 +174,10 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
         # pass 1 writes the moment start into tau (α = 1.5 / 2, config.MOMENT_START); the τ pass overwrites it
         rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, START=start, **g.meta)
 
-    def tau_launch(first, n_loop, cap, mini=0):
+    def tau_launch(first, n_loop, cap):
         tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
                          MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=start, FIRST=first, STATE=split,
-                         N_LOOP=n_loop, MINI=mini, **g.meta, **cap)
+                         N_LOOP=n_loop, **g.meta, **cap)
 
     def tau_pass():
         if not split:
@@ -188,7 +188,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
         cap = _regcap("tau", g.launch.split_maxnreg)
         n_split = min(max_iters, config.SPLIT_SWEEPS)
         for it in range(n_split):
-            tau_launch(it == 0, 0 if it == 0 else 1, cap, 0 if it == 0 else g.launch.mini_rows)
+            tau_launch(it == 0, 0 if it == 0 else 1, cap)
         if max_iters > n_split:
             tau_launch(False, max_iters - n_split, _regcap("tau"))
 

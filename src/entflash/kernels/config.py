@@ -34,9 +34,11 @@ POISON = os.environ.get("ENTFLASH_POISON") == "1"
 KCHUNK = 256  # tile-map entries examined per step when building a program's tile list
 
 # α = 1.5 / 2: pass 1 also sums x and x² per row and the τ pass starts at a Gaussian-moment estimate
-# (threshold.gauss_start) instead of m - 1; CPU simulation (benchmarks/tau_sweeps_sim.py): 5.0 -> 3.1
-# sweeps per program on random inputs. A module flag so that one process can time both.
-MOMENT_START = True
+# (threshold.gauss_start) instead of m - 1. Off by default: on the H200 (runs 15 and 17, D64 N16k) pass 1
+# costs 0.75-0.87 ms more with the sums and clustered inputs gain nothing from the start (τ pass 2.81 ms
+# off, 3.01 on), while random inputs gain 3.3-4.4 ms in the τ pass. A module flag so that one process can
+# time both (benchmarks/stage_times.py start).
+MOMENT_START = False
 
 # Per-kernel register cap (ptxas .maxnreg) by kernel name, e.g. {"tau": 128}; empty: ptxas decides. An
 # experiment switch (benchmarks/stage_times.py maxnreg): two 8-warp programs per SM need <= 128 registers.
@@ -75,9 +77,6 @@ class Launch:
     # the same for the dq kernel (run 16, D64: 178 -> 128 registers with 40 bytes of spills, backward on
     # random inputs 16.9 -> 15.4 ms, clustered 1.65 -> 1.49 ms)
     dq_maxnreg: Optional[int] = None
-    # later split τ launches sweep a block with at most this many unfinished rows as a gathered tile of
-    # that many rows (threshold.tau_kernel MINI); 0: off
-    mini_rows: int = 0
 
     @property
     def n_groups(self) -> int:
@@ -86,13 +85,13 @@ class Launch:
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     if interpreting():
-        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, mini_rows=4)
+        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8)
     if dtype == torch.float32 or head_dim > 128:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
     # τ sweeps keep many per-row vectors live and 4 warps spill
     return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128,
-                  dq_maxnreg=128 if head_dim <= 64 else None, mini_rows=32)
+                  dq_maxnreg=128 if head_dim <= 64 else None)
 
 
 def block_d(head_dim: int) -> int:

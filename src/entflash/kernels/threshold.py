@@ -158,8 +158,8 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
                 BLOCK_N: tl.constexpr, RG: tl.constexpr, KIND: tl.constexpr, CAUSAL: tl.constexpr,
                 HAS_KPM: tl.constexpr, PREC: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr,
                 NG: tl.constexpr):
-    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step). BLOCK_M rows (the
-    query block's, or a gathered MINI-row tile); NG: the query block's row groups (tile map rows, thr)."""
+    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step). NG: the query
+    block's row groups (tile map rows, thr)."""
     INF: tl.constexpr = float("inf")
     HN: tl.constexpr = BLOCK_N // 4
     # per-row sums accumulate in half tiles and are reduced once after the loop (fold_sum)
@@ -194,18 +194,6 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
                 h2 += fold_sum(yz * yz, BLOCK_M, BLOCK_N)
             h3 = tl.minimum(h3, fold_min(tl.where(ins, y, INF), BLOCK_M, BLOCK_N))
     return tl.sum(h0, 1), tl.sum(h1, 1), tl.sum(h2, 1), tl.min(h3, 1)
-
-
-@triton.jit
-def _gather(sel, v):
-    """(MINI,) from (BLOCK_M,): v at the row each slot holds (sel[s, i]: row i sits in slot s; 0 if empty)."""
-    return tl.sum(tl.where(sel, v[None, :], 0.0), 1)
-
-
-@triton.jit
-def _scatter(sel, v_s):
-    """(BLOCK_M,) from (MINI,): each row's slot value (0 for rows in no slot)."""
-    return tl.sum(tl.where(sel, v_s[:, None], 0.0), 0)
 
 
 @triton.jit
@@ -275,15 +263,12 @@ def tau_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr, START: tl.constexpr,
-    FIRST: tl.constexpr, STATE: tl.constexpr, N_LOOP: tl.constexpr, MINI: tl.constexpr,
+    FIRST: tl.constexpr, STATE: tl.constexpr, N_LOOP: tl.constexpr,
 ):
     """The τ pass. Fused (FIRST, not STATE): sweep 0 and up to N_LOOP = MAX_ITERS - 1 further sweeps in one
     launch. Split (STATE): the iteration's per-row state (iterate, bracket, accepted root) is kept in ST
     (4 planes of sst floats) between launches: the launch with FIRST runs sweep 0, each later launch up to
     N_LOOP more sweeps for the blocks that still have unfinished rows (others only rewrite their results).
-    MINI > 0 (later launches): a block with at most MINI unfinished rows gathers them into a MINI-row tile
-    and sweeps only those (a dense sweep's ALU work drops by BLOCK_M / MINI; run 16: after three sweeps on
-    random inputs 2% of the rows were unfinished, spread over 94% of the blocks).
     A kernel with a loop over sweeps needs ~250 registers on sm_90, one sweep ~128: two programs per SM
     instead of one (NOTES run 14)."""
     pid_m = query_block_id(n_qblk, CAUSAL)
@@ -366,7 +351,7 @@ def tau_kernel(
             for it in range(0, N_LOOP):
                 todo = valid & ~done
                 n_todo = tl.sum(todo.to(tl.int32), 0)
-                if n_todo > MINI:
+                if n_todo > 0:
                     if not FIRST:  # a later split launch loads q only when its block has work left
                         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
                     thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
@@ -375,29 +360,6 @@ def tau_kernel(
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, False, NG)
                     tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND)
-                elif (MINI > 0) and (n_todo > 0):
-                    # MINI > 0 here: the block's few unfinished rows, gathered into slots (sel[s, i]: row i in slot s)
-                    pos = tl.cumsum(todo.to(tl.int32), 0) - 1
-                    slots = tl.arange(0, MINI)
-                    sel = todo[None, :] & (pos[None, :] == slots[:, None])
-                    live = tl.sum(sel.to(tl.int32), 1) > 0
-                    rows = start_m + tl.sum(tl.where(sel, tl.arange(0, BLOCK_M)[None, :], 0), 1)
-                    q_s = load_rows(q_base, rows, offs_d, Lq, sqn, D)
-                    tau_s = _gather(sel, tau)
-                    m_s = _gather(sel, m_safe)
-                    thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
-                    c0, c1, c2, ymin = _sweep_sums(q_s, k_base, kpm_row, start_m, rows, offs_n0, offs_d, Lq, Lk, skn,
-                                                   qk_scale, inv_a, tau_s, m_s, thr, tmax_row, tlist, n_tiles,
-                                                   n_kblk, offs_g, D, MINI, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
-                                                   PREC, KCHUNK, False, NG)
-                    tau_s, lo_s, hi_s, res_s, done_s = _step(c0, c1, c2, ymin, live, tau_s, _gather(sel, lo),
-                                                             _gather(sel, hi_b), _gather(sel, res), ~live, inv_a,
-                                                             KIND)
-                    tau = tl.where(todo, _scatter(sel, tau_s), tau)
-                    lo = tl.where(todo, _scatter(sel, lo_s), lo)
-                    hi_b = tl.where(todo, _scatter(sel, hi_s), hi_b)
-                    res = tl.where(todo, _scatter(sel, res_s), res)
-                    done = done | (todo & (tl.sum((sel & done_s[:, None]).to(tl.int32), 0) > 0))
             if STATE:
                 tl.store(st, tau, mask=rmask)
                 tl.store(st + sst, lo, mask=rmask)
