@@ -9,6 +9,8 @@
 #   sanitize  compute-sanitizer memcheck + racecheck on benchmarks/sanitize.py -> sanitize_*.txt
 #   errors    python -m entflash.bench --errors          -> errors.jsonl, errors.txt
 #   sweepcost benchmarks/sweep_cost.py (price of a per-tile reduction) -> sweep_cost.txt
+#   taulaunch benchmarks/tau_launches.py (per-launch times of the split tau pass) -> tau_launches.txt
+#   regcap    benchmarks/regcap_probe.py (backward under dq register caps) -> regcap_probe.txt
 #   launch    benchmarks/launch_sweep.py (per-kernel num_warps/num_stages) -> launch_sweep.jsonl, .txt
 # Pass ENTFLASH_COMMIT=<hash of the working tree> in the command: the device copy's git HEAD can be stale
 # (run 5 recorded an older commit that way).
@@ -39,6 +41,8 @@ for step in $steps; do
       done ;;
     errors) timeout ${ERR_TIMEOUT:-240} python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
     launch) timeout ${LAUNCH_TIMEOUT:-300} python3 benchmarks/launch_sweep.py "$OUT/launch_sweep.jsonl" 2>&1 | tee "$OUT/launch_sweep.txt" ;;
+    taulaunch) timeout ${TAUL_TIMEOUT:-120} python3 benchmarks/tau_launches.py 2>&1 | tee "$OUT/tau_launches.txt" ;;
+    regcap) timeout ${REGCAP_TIMEOUT:-150} python3 benchmarks/regcap_probe.py 2>&1 | tee "$OUT/regcap_probe.txt" ;;
     sweepcost) timeout ${SWEEP_TIMEOUT:-120} python3 benchmarks/sweep_cost.py 2>&1 | tee "$OUT/sweep_cost.txt" ;;
     *) echo "unknown step $step" ;;
   esac

@@ -15,7 +15,7 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
     q, k, v = make_inputs(inputs, B, H, N, D, causal)
     dev = q.device
     g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, causal, dev)
-    bufs = api.forward_buffers(g, q, v, need_stats=False)
+    bufs = api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind))
     tmax, taumin = bufs[4], bufs[5]
     f1, f2, f3 = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False, max_iters=max_iters)
     f12 = lambda: (f1(), f2())  # noqa: E731  (the τ pass rewrites the map: it must follow pass 1)
@@ -29,6 +29,25 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
 
 
 if __name__ == "__main__":
+    # `stage_times.py start`: the full pipeline with config.MOMENT_START off and on, in one process
+    if sys.argv[1:2] == ["start"]:
+        for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
+            for start in (False, True):
+                config.MOMENT_START = start
+                t, cand = stages(D, inputs)
+                print(f"D={D} {inputs} moment_start={start}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
+                      f"output-tile fraction {cand}", flush=True)
+        sys.exit(0)
+    # `stage_times.py maxnreg`: the τ kernel with ptxas choosing its registers and capped at 128
+    if sys.argv[1:2] == ["maxnreg"]:
+        for D, inputs in [(64, "random"), (64, "clustered")]:
+            for mi in (1, 2, None):
+                for cap in (None, 128):
+                    config.MAXNREG = {"tau": cap} if cap else {}
+                    t, cand = stages(D, inputs, max_iters=mi)
+                    print(f"D={D} {inputs} max_iters={mi or config.MAX_ITERS_EXACT} tau maxnreg={cap}: pass1 {t[0]} ms, "
+                          f"tau {t[1]} ms, out {t[2]} ms", flush=True)
+        sys.exit(0)
     for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
         for mi in ((None, 1, 2) if len(sys.argv) < 2 else (None,)):
             t, cand = stages(D, inputs, max_iters=mi)

@@ -138,6 +138,53 @@ def test_return_stats_and_row_sums():
         assert tau_ok.all()
 
 
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_moment_start_changes_nothing_but_the_start(monkeypatch, alpha):
+    """config.MOMENT_START only moves the τ iteration's starting point: τ, support and output agree with the
+    m - 1 start, including rows whose Gaussian estimate falls outside (m - 1, m) and padded rows."""
+    q, k, v = rand_qkv(2, 2, 1, 57, 83, 16, device=DEV)
+    q[0, 0, 3] *= 30.0  # one very peaked row (its estimate lands far below m - 1: the bound is used)
+    kpm = torch.rand(2, 83, device=DEV) > 0.3
+    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True, backend="triton")
+    res = {}
+    for start in (False, True):
+        monkeypatch.setattr(config, "MOMENT_START", start)
+        res[start] = entflash.entmax_attention(q, k, v, **kw)
+    a, b = res[False], res[True]
+    fin = torch.isfinite(a.tau)
+    assert torch.equal(fin, torch.isfinite(b.tau))
+    assert torch.allclose(a.tau[fin], b.tau[fin], atol=1e-5, rtol=1e-5)
+    assert torch.equal(a.support, b.support)
+    assert torch.allclose(a.out, b.out, atol=1e-5, rtol=1e-5)
+    ref = oracle(q, k, v, alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True)
+    assert torch.equal(b.support.cpu(), ref.support)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
+def test_split_tau_pass_matches_fused(monkeypatch, alpha):
+    """config.TAU_SPLIT: the τ pass as one launch per sweep (state kept in memory between launches) gives the
+    same τ, support and output as the single launch with a loop over sweeps, and matches the oracle."""
+    q, k, v = rand_qkv(2, 3, 1, 45, 70, 16, device=DEV)
+    q[1, 2, 5] *= 25.0  # a peaked row
+    kpm = torch.rand(2, 70, device=DEV) > 0.25
+    if alpha == "per-head":
+        alpha = torch.tensor([1.0, 1.5, 1.7], device=DEV)  # a softmax head among entmax heads
+    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True, backend="triton")
+    res = {}
+    for mode in ("never", "always"):
+        monkeypatch.setattr(config, "TAU_SPLIT", mode)
+        res[mode] = entflash.entmax_attention(q, k, v, **kw)
+    a, b = res["never"], res["always"]
+    assert torch.equal(torch.isfinite(a.tau), torch.isfinite(b.tau))
+    fin = torch.isfinite(a.tau)
+    assert torch.equal(a.tau[fin], b.tau[fin])
+    assert torch.equal(a.support, b.support)
+    assert torch.equal(a.out, b.out)
+    ref = oracle(q, k, v, alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True)
+    assert torch.equal(b.support.cpu(), ref.support)
+    assert (b.out.double().cpu() - ref.out).abs().max() < 1e-4
+
+
 def test_varlen_matches_dense_per_sequence():
     H, Hkv, D = 2, 1, 16
     lens_q, lens_k = [7, 0, 30, 18], [9, 5, 30, 3]

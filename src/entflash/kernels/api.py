@@ -122,8 +122,18 @@ def _dummy(device):
     return torch.empty(1, dtype=torch.int32, device=device)
 
 
-def forward_buffers(geo, q, v, need_stats):
-    """(out, m, tau, supp, tmax, taumin, lists) of one forward call."""
+def split_tau(geo, kind) -> bool:
+    """Whether the τ pass runs as one launch per sweep (config.TAU_SPLIT)."""
+    if kind == config.KIND_SOFTMAX or config.TAU_SPLIT == "never":
+        return False
+    if config.TAU_SPLIT == "always":
+        return True
+    return geo.B * geo.H * geo.n_qblk * geo.n_kblk >= config.SPLIT_MIN_TILES
+
+
+def forward_buffers(geo, q, v, need_stats, split=False):
+    """(out, m, tau, supp, tmax, taumin, lists, state) of one forward call; state: the split τ pass's per-row
+    iteration state (4 planes), a dummy otherwise."""
     dev = q.device
     out = _new(q.shape[:-1] + (v.shape[-1],), q.dtype, dev)
     m = _new(geo.stat_shape(), torch.float32, dev)
@@ -134,39 +144,68 @@ def forward_buffers(geo, q, v, need_stats):
     tmax = torch.full(map_shape, float("-inf"), dtype=torch.bfloat16, device=dev)
     taumin = _new(taumin_shape, torch.float32, dev)
     lists = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
-    return out, m, tau, supp, tmax, taumin, lists
+    state = _new((4,) + geo.stat_shape(), torch.float32, dev) if split else _dummy(dev)
+    return out, m, tau, supp, tmax, taumin, lists, state
+
+
+def _regcap(name, default=None):
+    """The maxnreg launch option of kernel `name`: config.MAXNREG's entry (an experiment switch), else the
+    launch configuration's default; none under the interpreter."""
+    mx = config.MAXNREG.get(name, default)
+    return {"maxnreg": mx} if mx and not config.interpreting() else {}
 
 
 def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     """The forward's three launches as callables, in the order they must run (pass 1, τ pass, output pass):
-    _fwd_impl runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: forward_buffers()."""
-    out, m, tau, supp, tmax, taumin, lists = bufs
+    _fwd_impl runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: forward_buffers()
+    (with split=True when split_tau(g, g.kind): the τ pass then makes max_iters launches)."""
+    out, m, tau, supp, tmax, taumin, lists, state = bufs
     sq, sk, sv, so = g.strides(q), g.strides(k), g.strides(v), g.strides(out)
     common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
     grid = g.grid_q()
     if max_iters is None:
         max_iters = config.MAX_ITERS_GENERAL if g.kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
+    split = state.numel() > 1 and split_tau(g, g.kind)
+    sst = state[0].numel() if split else 0
+
+    start = config.MOMENT_START
 
     def pass1():
-        rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, *common, **g.meta)
+        # pass 1 writes the moment start into tau (α = 1.5 / 2, config.MOMENT_START); the τ pass overwrites it
+        rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, START=start, **g.meta)
+
+    def tau_launch(first, n_loop, cap):
+        tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
+                         MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=start, FIRST=first, STATE=split,
+                         N_LOOP=n_loop, **g.meta, **cap)
 
     def tau_pass():
-        tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, *common,
-                         MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, **g.meta)
+        if not split:
+            tau_launch(True, max_iters - 1, _regcap("tau"))
+            return
+        # sweeps 0 .. SPLIT_SWEEPS - 1 one per launch (capped registers); the rare rows left after them
+        # finish in one launch with a loop over the remaining sweeps
+        cap = _regcap("tau", g.launch.split_maxnreg)
+        n_split = min(max_iters, config.SPLIT_SWEEPS)
+        for it in range(n_split):
+            tau_launch(it == 0, 0 if it == 0 else 1, cap)
+        if max_iters > n_split:
+            tau_launch(False, max_iters - n_split, _regcap("tau"))
 
     def output_pass():
         output_kernel[grid](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists, out, supp,
             *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk,
-            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta,
+            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta, **_regcap("output"),
         )
     return pass1, tau_pass, output_pass
 
 
 def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
-    bufs = forward_buffers(geo, q, v, need_stats)
-    out, _, tau, supp, tmax, taumin, _ = bufs
+    split = split_tau(geo, alpha_kind(alpha_t, alpha_f))
+    bufs = forward_buffers(geo, q, v, need_stats, split)
+    out, _, tau, supp, tmax, taumin = bufs[:6]
     if out.numel() == 0 or geo.B * geo.H == 0:
         return out, tau, supp, tmax, taumin
     g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, q.device)
@@ -196,12 +235,12 @@ def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, m
     dq_kernel[geo.grid_q()](
         q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
         *sq, *sk, *sv, *sd, *geo.strides(dq), g.skpm, g.smb, g.smh, geo.H, geo.G, *tail,
-        ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta,
+        ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta, **_regcap("dq", g.launch.dq_maxnreg),
     )
     dkdv_kernel[(geo.n_kblk, geo.B * geo.Hkv)](
         q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
         *sq, *sk, *sv, *sd, *geo.strides(dk), g.skpm, g.smb, g.smh, geo.Hkv, geo.G, *tail, KCHUNK=config.KCHUNK,
-        **g.meta,
+        **g.meta, **_regcap("dkdv"),
     )
     if need_dalpha:
         per_head = da_rows.sum(dim=1) if geo.varlen else da_rows.sum(dim=(0, 2))

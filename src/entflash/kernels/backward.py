@@ -17,8 +17,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    grad_terms, head_alpha, load_cols, load_rows, masked_dot, needs_mask, program_ids, query_block, row_offset,
-    score_tile, tile_list, visited_tiles,
+    fold_sum, grad_terms, head_alpha, load_cols, load_rows, masked_dot, needs_mask, program_ids, query_block,
+    query_block_id, row_offset, score_tile, tile_list, visited_tiles,
 )
 
 
@@ -31,7 +31,7 @@ def dq_kernel(
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
@@ -50,6 +50,10 @@ def dq_kernel(
         # sweep 1: δ = Σ u g / Σ u (and the sums for dα)
         su = tl.zeros([BLOCK_M], tl.float32)
         sug = tl.zeros([BLOCK_M], tl.float32)
+        # Σu and Σug in half tiles, reduced once after the loop (fold_sum), where registers allow
+        FOLD: tl.constexpr = BLOCK_D <= 64
+        su_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+        sug_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
         if ALPHA_GRAD:
             dg = tl.zeros([BLOCK_M], tl.float32)
             h1 = tl.zeros([BLOCK_M], tl.float32)
@@ -63,8 +67,12 @@ def dq_kernel(
                                BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
             vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
             p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
-            su += tl.sum(u, 1)
-            sug += tl.sum(u * g, 1)
+            if FOLD:
+                su_h += fold_sum(u, BLOCK_M, BLOCK_N)
+                sug_h += fold_sum(u * g, BLOCK_M, BLOCK_N)
+            else:
+                su += tl.sum(u, 1)
+                sug += tl.sum(u * g, 1)
             if ALPHA_GRAD:
                 lp = tl.where(p > 0, tl.log(tl.where(p > 0, p, 1.0)), 0.0)
                 pl = p * lp
@@ -74,6 +82,9 @@ def dq_kernel(
                 g1 += tl.sum(g * pl, 1)
                 h2 += tl.sum(pll, 1)
                 g2 += tl.sum(g * pll, 1)
+        if FOLD:
+            su = tl.sum(su_h, 1)
+            sug = tl.sum(sug_h, 1)
         delta = tl.where(su > 0, sug / tl.where(su > 0, su, 1.0), 0.0)
         tl.store(DELTA + stat_off + offs_m, delta, mask=rmask)
         if ALPHA_GRAD:

@@ -27,6 +27,16 @@ def seq_bounds(b, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
+def query_block_id(n_qblk, CAUSAL: tl.constexpr):
+    """The query block of this program. Causal: the last blocks first: they see the most keys, and a grid
+    that starts the longest programs last ends on a tail of them (each split τ launch pays that tail)."""
+    if CAUSAL:
+        return n_qblk - 1 - tl.program_id(0)
+    else:
+        return tl.program_id(0)
+
+
+@triton.jit
 def program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):
     """(b, h, kv head, first query row, query length, first key row, key length) of a (batch, head) program."""
     b = pid_bh // H
@@ -121,6 +131,30 @@ def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn,
     kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
     nm = needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
     return kT, masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, nm, CAUSAL, HAS_KPM, PREC)
+
+
+@triton.jit
+def fold_sum(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) -> (BLOCK_M, BLOCK_N // 4): each output column sums four input columns.
+
+    Loops accumulate per-row sums in such quarter tiles and reduce across columns once after the loop:
+    a per-tile row reduction (shuffles between threads) cost ~0.6 ms per dense D64 N16k sweep on the
+    H200 against ~0.14 ms for an elementwise accumulation (benchmarks/sweep_cost.py, NOTES run 12).
+    Both folds stay inside a thread in the MMA layout: first adjacent column pairs (2c, 2c+1), then
+    columns c and c + BLOCK_N // 4 of the half tile, which one thread also holds together. A quarter
+    tile costs a quarter of the registers of a full accumulator tile: the τ kernel's four accumulators
+    must leave it at <= 128 registers (two 8-warp programs per SM; NOTES run 13)."""
+    a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
+    c, d = tl.split(tl.permute(tl.reshape(a + b, (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
+    return c + d
+
+
+@triton.jit
+def fold_min(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """As fold_sum, with minima."""
+    a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
+    c, d = tl.split(tl.permute(tl.reshape(tl.minimum(a, b), (BLOCK_M, 2, BLOCK_N // 4)), (0, 2, 1)))
+    return tl.minimum(c, d)
 
 
 @triton.jit

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -32,6 +33,27 @@ POISON = os.environ.get("ENTFLASH_POISON") == "1"
 
 KCHUNK = 256  # tile-map entries examined per step when building a program's tile list
 
+# α = 1.5 / 2: pass 1 also sums x and x² per row and the τ pass starts at a Gaussian-moment estimate
+# (threshold.gauss_start) instead of m - 1. Off by default: on the H200 (runs 15 and 17, D64 N16k) pass 1
+# costs 0.75-0.87 ms more with the sums and clustered inputs gain nothing from the start (τ pass 2.81 ms
+# off, 3.01 on), while random inputs gain 3.3-4.4 ms in the τ pass. A module flag so that one process can
+# time both (benchmarks/stage_times.py start).
+MOMENT_START = False
+
+# Per-kernel register cap (ptxas .maxnreg) by kernel name, e.g. {"tau": 128}; empty: ptxas decides. An
+# experiment switch (benchmarks/stage_times.py maxnreg): two 8-warp programs per SM need <= 128 registers.
+MAXNREG: dict = {}
+
+# The τ pass as one launch per sweep (threshold.tau_kernel, STATE) instead of one launch with a loop over
+# sweeps: "auto" splits when a launch has at least SPLIT_MIN_TILES causal-agnostic tiles (B·H·n_qblk·n_kblk)
+# so that the extra launches (MAX_ITERS of them, finished blocks exit at once) cost nothing next to the
+# sweeps; "always" / "never" for tests and measurements. α = 1 (softmax, one sweep) never splits.
+TAU_SPLIT = "auto"
+SPLIT_MIN_TILES = 1 << 16
+# launches with one sweep each; a last launch loops over the remaining sweeps for the few rows left
+# (run 16, D64 N16k: after 4 sweeps 36 of 524288 rows were unfinished on random inputs, 1382 on clustered)
+SPLIT_SWEEPS = 5
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 
@@ -49,6 +71,12 @@ class Launch:
     # one warp owns in a 128-row, 8-warp tile, so the group maximum is a
     # reduction inside the warp.
     ROW_GROUP: int = 16
+    # ptxas register cap for the one-sweep τ launches of a split pass: <= 128 registers lets two 8-warp
+    # programs share an SM (run 14: a sweep 5.6 -> 3.7 ms on random D64 N16k); None: no cap
+    split_maxnreg: Optional[int] = None
+    # the same for the dq kernel (run 16, D64: 178 -> 128 registers with 40 bytes of spills, backward on
+    # random inputs 16.9 -> 15.4 ms, clustered 1.65 -> 1.49 ms)
+    dq_maxnreg: Optional[int] = None
 
     @property
     def n_groups(self) -> int:
@@ -62,7 +90,8 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
     # τ sweeps keep many per-row vectors live and 4 warps spill
-    return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2)
+    return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128,
+                  dq_maxnreg=128 if head_dim <= 64 else None)
 
 
 def block_d(head_dim: int) -> int:

@@ -12,7 +12,10 @@ visible keys). Nothing else is written: the backward recomputes what it needs.
 import triton
 import triton.language as tl
 
-from .common import head_alpha, load_rows, probs, program_ids, query_block, row_offset, score_tile, visited_tiles
+from .common import (
+    fold_sum, head_alpha, load_rows, probs, program_ids, query_block, query_block_id, row_offset, score_tile,
+    visited_tiles,
+)
 
 
 @triton.jit
@@ -24,7 +27,7 @@ def output_kernel(
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
@@ -41,6 +44,10 @@ def output_kernel(
                                           n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         lsum = tl.zeros([BLOCK_M], tl.float32)
+        # Σp per row in a half tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
+        # at D128 this kernel already spills)
+        FOLD: tl.constexpr = BLOCK_D <= 64
+        lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
         if NEED_STATS:
             cnt = tl.zeros([BLOCK_M], tl.int32)
         for i in range(0, count):
@@ -51,7 +58,10 @@ def output_kernel(
             p = probs(x, tau, inv_a, is_soft, KIND)
             v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
             acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
-            lsum += tl.sum(p, 1)
+            if FOLD:
+                lsum_h += fold_sum(p, BLOCK_M, BLOCK_N)
+            else:
+                lsum += tl.sum(p, 1)
             if NEED_STATS:
                 if KIND == 0:
                     cnt += tl.sum((x > float("-inf")).to(tl.int32), 1)
@@ -59,6 +69,8 @@ def output_kernel(
                     cnt += tl.sum(tl.where(is_soft, x > float("-inf"), x > tau[:, None]).to(tl.int32), 1)
                 else:
                     cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
+        if FOLD:
+            lsum = tl.sum(lsum_h, 1)
         out = acc / tl.where(lsum > 0, lsum, 1.0)[:, None]
         out = tl.where((tau != tau)[:, None], float("nan"), out)
         o_ptrs = OUT + row_offset(b, h, qs, sob, soh, son) + offs_m[:, None].to(tl.int64) * son + offs_d[None, :]

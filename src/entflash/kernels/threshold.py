@@ -34,8 +34,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    block_offsets, block_tile_list, group_reduce_max, group_reduce_min, head_alpha, load_rows, map_value,
-    program_ids, query_block, row_offset, score_tile,
+    block_offsets, block_tile_list, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha, load_rows,
+    map_value, needs_mask, program_ids, query_block, query_block_id, row_offset, score_tile,
 )
 
 
@@ -48,20 +48,62 @@ def rel_thr(tau, m):
 
 
 @triton.jit
+def _tail_moment(z, KIND: tl.constexpr):
+    """E[(Z - z)_+^p] for Z ~ N(0, 1), p = 2 (KIND 2, α = 1.5) or p = 1 (KIND 1, α = 2).
+
+    (1 + z²)Φ̄(z) - zφ(z) and φ(z) - zΦ̄(z); for z > 3 from the Mills-ratio series, which avoids the
+    cancellation of 1 - erf in float32.
+    """
+    phi = 0.3989422804014327 * tl.exp(-0.5 * z * z)
+    tail = 0.5 * (1.0 - tl.erf(z * 0.7071067811865476))
+    zi = 1.0 / tl.where(z > 3.0, z, 3.0)
+    zi2 = zi * zi
+    if KIND == 2:
+        near = (1.0 + z * z) * tail - z * phi
+        far = phi * zi * zi2 * (2.0 - 12.0 * zi2 + 90.0 * zi2 * zi2)
+    else:
+        near = phi - z * tail
+        far = phi * zi2 * (1.0 - 3.0 * zi2 + 15.0 * zi2 * zi2)
+    return tl.where(z > 3.0, far, near)
+
+
+@triton.jit
+def gauss_start(s1, s2, n, KIND: tl.constexpr):
+    """The τ a row would have if its n visible scores were Gaussian with their mean and variance (from Σx,
+    Σx²): n σ^p E[(Z - z)_+^p] = 1, τ = μ + σ z. Only a starting point: the sweeps verify the exact τ."""
+    nn = tl.maximum(n, 1.0)
+    mu = s1 / nn
+    var = tl.maximum(s2 / nn - mu * mu, 1e-20)
+    sd = tl.sqrt(var)
+    if KIND == 2:
+        scale_p = nn * var
+    else:
+        scale_p = nn * sd
+    zlo = tl.full(mu.shape, -4.0, tl.float32)
+    zhi = tl.full(mu.shape, 12.0, tl.float32)
+    for _ in range(24):  # the tail moment decreases in z: bisection
+        z = 0.5 * (zlo + zhi)
+        big = scale_p * _tail_moment(z, KIND) > 1.0
+        zlo = tl.where(big, z, zlo)
+        zhi = tl.where(big, zhi, z)
+    return mu + sd * 0.5 * (zlo + zhi)
+
+
+@triton.jit
 def _max_nan(a, b):
     return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
 def rowmax_kernel(
-    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX,
+    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TAU0, TMAX,
     sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, START: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
@@ -77,6 +119,12 @@ def rowmax_kernel(
         # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
         map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
         tmax_row = TMAX + map_off + offs_g * n_kblk
+        # START (α = 1.5 / 2): Σx and Σx² over the visible keys for the τ pass's moment start (gauss_start),
+        # accumulated in half tiles (fold_sum); the count is BLOCK_N per unmasked tile
+        MOMENTS: tl.constexpr = START and ((KIND == 1) or (KIND == 2))
+        h1 = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+        h2 = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+        cnt = tl.zeros([BLOCK_M], tl.float32)
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
             _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
@@ -86,22 +134,39 @@ def rowmax_kernel(
             xm = tl.reduce(x, 1, _max_nan)
             m = _max_nan(m, xm)
             tl.store(tmax_row + start_n // BLOCK_N, map_value(group_reduce_max(xm, BLOCK_M, RG)))
+            if MOMENTS:
+                if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
+                    vis = x > float("-inf")
+                    xv = tl.where(vis, x, 0.0)
+                    cnt += tl.sum(vis.to(tl.float32), 1)
+                else:
+                    xv = x
+                    cnt += BLOCK_N
+                h1 += fold_sum(xv, BLOCK_M, BLOCK_N)
+                h2 += fold_sum(xv * xv, BLOCK_M, BLOCK_N)
         m = tl.where(m == float("inf"), float("nan"), m)
-        tl.store(M + row_offset(b, h, qs, smb, smh, 1) + offs_m, m, mask=offs_m < Lq)
+        stat = row_offset(b, h, qs, smb, smh, 1) + offs_m
+        tl.store(M + stat, m, mask=offs_m < Lq)
+        if MOMENTS:
+            # 0.1 below the Gaussian estimate: the iteration is fastest from below (one-sided acceptance)
+            tl.store(TAU0 + stat, gauss_start(tl.sum(h1, 1), tl.sum(h2, 1), cnt, KIND) - 0.1, mask=offs_m < Lq)
 
 
 @triton.jit
 def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn, qk_scale, inv_a, tau, m_safe, thr,
                 tmax_row, tlist, n_tiles, n_kblk, offs_g, D: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_N: tl.constexpr, RG: tl.constexpr, KIND: tl.constexpr, CAUSAL: tl.constexpr,
-                HAS_KPM: tl.constexpr, PREC: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr):
-    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step)."""
+                HAS_KPM: tl.constexpr, PREC: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr,
+                NG: tl.constexpr):
+    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step). NG: the query
+    block's row groups (tile map rows, thr)."""
     INF: tl.constexpr = float("inf")
-    NG: tl.constexpr = BLOCK_M // RG
-    c0 = tl.zeros([BLOCK_M], tl.float32)
-    c1 = tl.zeros([BLOCK_M], tl.float32)
-    c2 = tl.zeros([BLOCK_M], tl.float32)
-    ymin = tl.full([BLOCK_M], INF, tl.float32)
+    HN: tl.constexpr = BLOCK_N // 4
+    # per-row sums accumulate in half tiles and are reduced once after the loop (fold_sum)
+    h0 = tl.zeros([BLOCK_M, HN], tl.float32)
+    h1 = tl.zeros([BLOCK_M, HN], tl.float32)
+    h2 = tl.zeros([BLOCK_M, HN], tl.float32)
+    h3 = tl.full([BLOCK_M, HN], INF, tl.float32)
     count = block_tile_list(tmax_row, n_kblk, thr, n_tiles, tlist, FIRST, KCHUNK, NG)
     for i in range(0, count):
         tile = tl.load(tlist + i)
@@ -118,17 +183,17 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
             yp = tl.where(ins, y, 1.0)
             t0 = tl.exp2(tl.log2(yp) * inv_a)
             t1 = t0 / yp
-            c0 += tl.sum(tl.where(ins, t0, 0.0), 1)
-            c1 += tl.sum(tl.where(ins, t1, 0.0), 1)
-            c2 += tl.sum(tl.where(ins, t1 / yp, 0.0), 1)
+            h0 += fold_sum(tl.where(ins, t0, 0.0), BLOCK_M, BLOCK_N)
+            h1 += fold_sum(tl.where(ins, t1, 0.0), BLOCK_M, BLOCK_N)
+            h2 += fold_sum(tl.where(ins, t1 / yp, 0.0), BLOCK_M, BLOCK_N)
         else:
             yz = tl.where(ins, y, 0.0)
-            c0 += tl.sum(ins.to(tl.float32), 1)
-            c1 += tl.sum(yz, 1)
+            h0 += fold_sum(ins.to(tl.float32), BLOCK_M, BLOCK_N)
+            h1 += fold_sum(yz, BLOCK_M, BLOCK_N)
             if KIND == 2:
-                c2 += tl.sum(yz * yz, 1)
-            ymin = tl.minimum(ymin, tl.min(tl.where(ins, y, INF), 1))
-    return c0, c1, c2, ymin
+                h2 += fold_sum(yz * yz, BLOCK_M, BLOCK_N)
+            h3 = tl.minimum(h3, fold_min(tl.where(ins, y, INF), BLOCK_M, BLOCK_N))
+    return tl.sum(h0, 1), tl.sum(h1, 1), tl.sum(h2, 1), tl.min(h3, 1)
 
 
 @triton.jit
@@ -170,7 +235,6 @@ def _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.cons
         tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
         ok = todo & (c0 > 0) & (t >= -tol) & (t <= ymin + tol)
         res = tl.where(ok, tau + t, res)
-        done = done | ok
         # keep a bracket: a step that leaves it (overshoot past m, or below a
         # proven lower bound) is replaced by bisection
         if KIND == 1:
@@ -181,20 +245,33 @@ def _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.cons
         hi_b = tl.where(todo & (fval <= 0), tau, hi_b)
         cand = tau + step
         cand = tl.where((cand > lo) & (cand < hi_b), cand, 0.5 * (lo + hi_b))
+        # a row whose next iterate moves by less than the tolerance is at its root to within it: accept the
+        # iterate (rows whose closed form misses the consistency test only by float32 rounding of the sums
+        # otherwise repeat sweeps until MAX_ITERS: run 16 saw 22-180 such rows per call keep 10 launches busy)
+        near = todo & ~ok & (tl.abs(cand - tau) <= tol)
+        res = tl.where(near, cand, res)
+        done = done | ok | near
         tau = tl.where(todo & ~ok, cand, tau)
     return tau, lo, hi_b, res, done
 
 
 @triton.jit
 def tau_kernel(
-    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS,
+    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS, ST,
     sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
-    H, G, Nq, Nk, n_qblk, n_kblk, scale,
+    H, G, Nq, Nk, n_qblk, n_kblk, scale, sst,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr, START: tl.constexpr,
+    FIRST: tl.constexpr, STATE: tl.constexpr, N_LOOP: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    """The τ pass. Fused (FIRST, not STATE): sweep 0 and up to N_LOOP = MAX_ITERS - 1 further sweeps in one
+    launch. Split (STATE): the iteration's per-row state (iterate, bracket, accepted root) is kept in ST
+    (4 planes of sst floats) between launches: the launch with FIRST runs sweep 0, each later launch up to
+    N_LOOP more sweeps for the blocks that still have unfinished rows (others only rewrite their results).
+    A kernel with a loop over sweeps needs ~250 registers on sm_90, one sweep ~128: two programs per SM
+    instead of one (NOTES run 14)."""
+    pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     start_m = pid_m * BLOCK_M
@@ -208,7 +285,8 @@ def tau_kernel(
         m = tl.load(M + stat_off + offs_m, mask=rmask, other=float("-inf"))
         valid = m > float("-inf")
         m_safe = tl.where(valid, m, 0.0)
-        q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
+        if FIRST:
+            q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         NG: tl.constexpr = BLOCK_M // RG
         offs_g = tl.arange(0, NG)
         map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
@@ -223,45 +301,72 @@ def tau_kernel(
         else:
             soft_rows = False
         if soft_rows:
-            # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key
-            lsum = tl.zeros([BLOCK_M], tl.float32)
-            no_thr = tl.full([NG], float("-inf"), tl.float32)
-            count = block_tile_list(tmax_row, n_kblk, no_thr, n_tiles, tlist, False, KCHUNK, NG)
-            for i in range(0, count):
-                start_n = tl.load(tlist + i) * BLOCK_N
-                offs_n = start_n + offs_n0
-                _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
-                                  kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-                lsum += tl.sum(tl.exp2(x - m_safe[:, None]), 1)
-            tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
-            tau_min = no_thr  # softmax: no tile is skipped
+            # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key (a split pass does it in its first launch;
+            # later launches find the result final and only rewrite it)
+            tau_min = tl.full([NG], float("-inf"), tl.float32)  # softmax: no tile is skipped
+            if FIRST:
+                lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+                count = block_tile_list(tmax_row, n_kblk, tau_min, n_tiles, tlist, False, KCHUNK, NG)
+                for i in range(0, count):
+                    start_n = tl.load(tlist + i) * BLOCK_N
+                    offs_n = start_n + offs_n0
+                    _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
+                                      kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                    lsum_h += fold_sum(tl.exp2(x - m_safe[:, None]), BLOCK_M, BLOCK_N)
+                lsum = tl.sum(lsum_h, 1)
+                tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
+            else:
+                tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=INF)
         else:
-            tau = m_safe - 1.0
-            res = tl.full([BLOCK_M], INF, tl.float32)
-            done = ~valid
-            lo = m_safe - 1.0
-            hi_b = m_safe
-            # sweep 0 (peeled: a branch inside the tile loop would stop its pipelining) reads pass 1's
-            # map in score units with τ = m - 1; it rewrites the map of its candidate tiles as the
-            # group's max of (x - m_i) and clears the others, so later tests are per row
-            if tl.sum(valid.to(tl.int32), 0) > 0:
-                thr = group_reduce_min(tl.where(valid, tau, INF), BLOCK_M, RG)
-                c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
-                                               qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles, n_kblk,
-                                               offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM, PREC, KCHUNK,
-                                               True)
-                tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, valid, tau, lo, hi_b, res, done, inv_a, KIND)
-            for it in range(1, MAX_ITERS):
+            st = ST + stat_off + offs_m
+            if FIRST:
+                tau = m_safe - 1.0
+                if START and ((KIND == 1) or (KIND == 2)):
+                    # pass 1's moment start; NaN or outside (m - 1, m): the lower bound m - 1
+                    t0 = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
+                    tau = tl.where((t0 > m_safe - 1.0) & (t0 < m_safe), t0, tau)
+                res = tl.full([BLOCK_M], INF, tl.float32)
+                done = ~valid
+                lo = m_safe - 1.0
+                hi_b = m_safe
+                # sweep 0 (peeled: a branch inside the tile loop would stop its pipelining) reads pass 1's
+                # map in score units with τ = m - 1; it rewrites the map of its candidate tiles as the
+                # group's max of (x - m_i) and clears the others, so later tests are per row
+                if tl.sum(valid.to(tl.int32), 0) > 0:
+                    # tile candidacy from the lower bound m - 1 (pass 1's map is in score units)
+                    thr = group_reduce_min(tl.where(valid, m_safe - 1.0, INF), BLOCK_M, RG)
+                    c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk,
+                                                   skn, qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
+                                                   n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
+                                                   PREC, KCHUNK, True, NG)
+                    tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, valid, tau, lo, hi_b, res, done, inv_a,
+                                                     KIND)
+            else:
+                # a later launch of a split pass: the state the previous launch left
+                tau = tl.load(st, mask=rmask, other=0.0)
+                lo = tl.load(st + sst, mask=rmask, other=0.0)
+                hi_b = tl.load(st + 2 * sst, mask=rmask, other=0.0)
+                res = tl.load(st + 3 * sst, mask=rmask, other=INF)
+                done = ~valid | (res < INF)
+            for it in range(0, N_LOOP):
                 todo = valid & ~done
                 n_todo = tl.sum(todo.to(tl.int32), 0)
                 if n_todo > 0:
+                    if not FIRST:  # a later split launch loads q only when its block has work left
+                        q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
                     thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
                     c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
                                                    qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
-                                                   PREC, KCHUNK, False)
+                                                   PREC, KCHUNK, False, NG)
                     tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND)
-            # rows that hit MAX_ITERS keep the last iterate (accurate to rounding)
+            if STATE:
+                tl.store(st, tau, mask=rmask)
+                tl.store(st + sst, lo, mask=rmask)
+                tl.store(st + 2 * sst, hi_b, mask=rmask)
+                tl.store(st + 3 * sst, res, mask=rmask)
+            # rows that hit MAX_ITERS keep the last iterate (accurate to rounding); every launch of a split
+            # pass writes the results as they stand, so the last one leaves them final
             tau = tl.where(valid & ~done, tau, res)
             tau = tl.where(valid, tau, INF)
             tau_min = group_reduce_min(tl.where(valid, rel_thr(tau, m_safe), INF), BLOCK_M, RG)

@@ -1,0 +1,63 @@
+"""Per-launch profile of the split τ pass (config.TAU_SPLIT = "always") on the GPU: for each of its launches,
+the time (CUDA events, median of reps) and how many rows and query blocks were still unfinished before it.
+
+    PYTHONPATH=src python benchmarks/tau_launches.py        # D64 N16k B2 H16 bf16 causal, clustered and random
+"""
+import sys
+
+import torch
+
+from entflash.bench.inputs import make_inputs
+from entflash.kernels import api, config
+
+
+def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
+    config.TAU_SPLIT = "always"
+    q, k, v = make_inputs(inputs, B, H, N, D, True)
+    g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, True, q.device)
+    bufs = api.forward_buffers(g, q, v, need_stats=False, split=True)
+    m, state = bufs[1], bufs[7]
+    f1, f2, _ = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False, max_iters=1)
+    n_iters = config.MAX_ITERS_EXACT
+    # forward_stages with max_iters=1 gives the first launch; later launches: the same kernel with FIRST=False
+    from entflash.kernels.threshold import tau_kernel
+    out, m, tau, supp, tmax, taumin, lists, state = bufs
+    sq, sk = g.strides(q), g.strides(k)
+    common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(D ** -0.5))
+
+    def later():
+        tau_kernel[g.grid_q()](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common,
+                               state[0].numel(), MAX_ITERS=n_iters, KCHUNK=config.KCHUNK, START=config.MOMENT_START,
+                               FIRST=False, STATE=True, N_LOOP=1, **g.meta, maxnreg=g.launch.split_maxnreg)
+
+    times = [[] for _ in range(n_iters)]
+    todo_rows, todo_blocks = [], []
+    for r in range(reps + 1):
+        f1()
+        evs = [torch.cuda.Event(enable_timing=True) for _ in range(n_iters + 1)]
+        evs[0].record()
+        f2()
+        evs[1].record()
+        for it in range(1, n_iters):
+            if r == reps:  # last rep: count unfinished rows before each launch (syncs; not timed)
+                torch.cuda.synchronize()
+                valid = m > float("-inf")
+                todo = valid & ~(state[3] < float("inf"))
+                todo_rows.append(int(todo.sum()))
+                todo_blocks.append(int(todo.view(B * H, -1, g.launch.BLOCK_M).any(-1).sum()))
+            later()
+            evs[it + 1].record()
+        torch.cuda.synchronize()
+        if r < reps and r > 0:
+            for it in range(n_iters):
+                times[it].append(evs[it].elapsed_time(evs[it + 1]))
+    med = [sorted(t)[len(t) // 2] for t in times]
+    print(f"{inputs} D={D} N={N}: total {sum(med):.3f} ms; launch 0 {med[0]:.3f} ms", flush=True)
+    for it in range(1, n_iters):
+        print(f"  launch {it:2d}: {med[it]:.3f} ms, unfinished before: {todo_rows[it - 1]} rows in "
+              f"{todo_blocks[it - 1]} blocks", flush=True)
+
+
+if __name__ == "__main__":
+    for inputs in sys.argv[1:] or ["clustered", "random"]:
+        profile(inputs)
