@@ -185,6 +185,44 @@ def test_split_tau_pass_matches_fused(monkeypatch, alpha):
     assert (b.out.double().cpu() - ref.out).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("alpha", [1.5, 2.0, "per-head"])
+def test_pass1_running_filter_drops_tiles_and_stays_exact(alpha):
+    """Pass 1 drops (-inf in the tile map) tiles whose maxima lie more than 1 below the running maximum of
+    every row of their group; the result stays the oracle's, including rows whose support reaches just above
+    m - 1 and a softmax head (α = 1 in a per-head tensor), whose tiles are never dropped."""
+    from entflash.kernels import api
+
+    torch.manual_seed(3)
+    B, H, N, D = 1, 3, 77, 16
+    q, k, v = rand_qkv(B, H, 1, N, N, D, device=DEV, scale=1.2)
+    base = torch.randn(D, device=DEV)
+    q[:, :, 5:] = base + 0.4 * q[:, :, 5:]  # rows 5.. share a direction ...
+    k[:, :, 1] = 3.0 * base  # ... and an early key scores far above the rest: later tiles fall below the running max
+    k[:, :, 40] = 2.9 * base  # a later key within 1 of it for some rows: its tile must stay
+    if alpha == "per-head":
+        alpha = torch.tensor([1.5, 1.0, 2.0], device=DEV)
+    kw = dict(alpha=alpha, causal=True, return_stats=True, backend="triton")
+    res = entflash.entmax_attention(q, k, v, **kw)
+    ref = oracle(q, k, v, alpha=alpha, causal=True, return_stats=True)
+    assert torch.equal(res.support.cpu(), ref.support)
+    assert (res.out.double().cpu() - ref.out).abs().max() < 1e-4
+    # pass 1 alone: some tiles inside the causal bound are dropped, none of a softmax head
+    a_t = alpha if isinstance(alpha, torch.Tensor) else None
+    a_f = 1.5 if a_t is not None else alpha
+    g = api._Geom(q, k, v, None, N, N).bind(a_t, a_f, None, None, None, True, q.device)
+    bufs = api.forward_buffers(g, q, v, need_stats=False)
+    api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False)[0]()
+    tmax = bufs[4].float().view(B * H, g.n_qgrp, g.n_kblk)
+    L = g.launch
+    rows = torch.arange(g.n_qgrp, device=tmax.device) * L.ROW_GROUP
+    inside = torch.arange(g.n_kblk, device=tmax.device)[None, :] * L.BLOCK_N <= (rows[:, None] + L.ROW_GROUP - 1)
+    dropped = (tmax == float("-inf")) & inside[None]
+    entmax_heads = [h for h in range(H) if not (a_t is not None and float(a_t[h]) == 1.0)]
+    assert dropped[entmax_heads].any()
+    if a_t is not None:
+        assert not dropped[1].any()
+
+
 def test_varlen_matches_dense_per_sequence():
     H, Hkv, D = 2, 1, 16
     lens_q, lens_k = [7, 0, 30, 18], [9, 5, 30, 3]

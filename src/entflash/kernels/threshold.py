@@ -5,6 +5,8 @@ maximum m_i and writes the tile map: per group of ROW_GROUP (16) query rows
 and BLOCK_N keys, the maximum score (rounded up to bfloat16). For entmax,
 τ_i >= m_i - 1 (x units), so a tile whose group maxima are all at most the
 groups' min_i (m_i - 1) can never hold a nonzero and no later pass reads it.
+Pass 1 already drops (-inf) the tiles whose maxima lie more than 1 below the
+running maximum of every row of the group.
 
 The τ pass then runs, inside one launch, as many sweeps over the candidate
 tiles as needed:
@@ -133,7 +135,19 @@ def rowmax_kernel(
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
             xm = tl.reduce(x, 1, _max_nan)
             m = _max_nan(m, xm)
-            tl.store(tmax_row + start_n // BLOCK_N, map_value(group_reduce_max(xm, BLOCK_M, RG)))
+            entry = map_value(group_reduce_max(xm, BLOCK_M, RG))
+            if KIND != 0:
+                # running filter (entmax rows): τ_i >= m_i - 1 >= runmax_i - 1, so a tile whose maxima sit more
+                # than 1 below every group row's running maximum (this tile included) can hold no nonzero: no
+                # pass visits it (-inf). Margin 1e-5 (1 + |m|) against rounding; NaN (NaN scores, or no key
+                # seen yet) keeps the tile. Softmax heads of a per-head α need every tile.
+                r = xm - m + 1e-5 * (1.0 + tl.abs(m))
+                r = tl.where(r == r, r, float("inf"))
+                dead = group_reduce_max(r, BLOCK_M, RG) < -1.0
+                if KIND == 3:
+                    dead = dead & (is_soft == 0)
+                entry = tl.where(dead, float("-inf"), entry)
+            tl.store(tmax_row + start_n // BLOCK_N, entry)
             if MOMENTS:
                 if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
                     vis = x > float("-inf")
