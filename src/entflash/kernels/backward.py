@@ -50,7 +50,7 @@ def dq_kernel(
         # sweep 1: δ = Σ u g / Σ u (and the sums for dα)
         su = tl.zeros([BLOCK_M], tl.float32)
         sug = tl.zeros([BLOCK_M], tl.float32)
-        # Σu and Σug in half tiles, reduced once after the loop (fold_sum), where registers allow
+        # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
         FOLD: tl.constexpr = BLOCK_D <= 64
         su_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
         sug_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)

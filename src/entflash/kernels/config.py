@@ -46,8 +46,8 @@ MAXNREG: dict = {}
 
 # The τ pass as one launch per sweep (threshold.tau_kernel, STATE) instead of one launch with a loop over
 # sweeps: "auto" splits when a launch has at least SPLIT_MIN_TILES causal-agnostic tiles (B·H·n_qblk·n_kblk)
-# so that the extra launches (MAX_ITERS of them, finished blocks exit at once) cost nothing next to the
-# sweeps; "always" / "never" for tests and measurements. α = 1 (softmax, one sweep) never splits.
+# so that the extra launches (SPLIT_SWEEPS + 1; blocks with nothing left only rewrite their results) cost
+# nothing next to the sweeps; "always" / "never" for tests and measurements. α = 1 (softmax, one sweep) never splits.
 TAU_SPLIT = "auto"
 SPLIT_MIN_TILES = 1 << 16
 # launches with one sweep each; a last launch loops over the remaining sweeps for the few rows left

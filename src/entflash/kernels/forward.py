@@ -44,7 +44,7 @@ def output_kernel(
                                           n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         lsum = tl.zeros([BLOCK_M], tl.float32)
-        # Σp per row in a half tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
+        # Σp per row in a quarter tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
         # at D128 this kernel already spills)
         FOLD: tl.constexpr = BLOCK_D <= 64
         lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)

@@ -122,7 +122,7 @@ def rowmax_kernel(
         map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
         tmax_row = TMAX + map_off + offs_g * n_kblk
         # START (α = 1.5 / 2): Σx and Σx² over the visible keys for the τ pass's moment start (gauss_start),
-        # accumulated in half tiles (fold_sum); the count is BLOCK_N per unmasked tile
+        # accumulated in quarter tiles (fold_sum); the count is BLOCK_N per unmasked tile
         MOMENTS: tl.constexpr = START and ((KIND == 1) or (KIND == 2))
         h1 = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
         h2 = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
@@ -176,7 +176,7 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
     block's row groups (tile map rows, thr)."""
     INF: tl.constexpr = float("inf")
     HN: tl.constexpr = BLOCK_N // 4
-    # per-row sums accumulate in half tiles and are reduced once after the loop (fold_sum)
+    # per-row sums accumulate in quarter tiles and are reduced once after the loop (fold_sum)
     h0 = tl.zeros([BLOCK_M, HN], tl.float32)
     h1 = tl.zeros([BLOCK_M, HN], tl.float32)
     h2 = tl.zeros([BLOCK_M, HN], tl.float32)
