@@ -2,8 +2,11 @@
 
 The τ pass rewrites the tile map that pass 1 wrote, so stages are timed cumulatively
 (pass 1; pass 1 + τ; all three) and reported as differences.
+`stage_times.py bwd`: the backward's two kernels (dq with δ, then dk/dv) after one forward.
 """
 import sys
+
+import torch
 
 from triton.testing import do_bench
 
@@ -28,7 +31,28 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
     return [round(t1, 3), round(t12 - t1, 3), round(t123 - t12, 3)], round(cand, 4)
 
 
+def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16):
+    q, k, v = make_inputs(inputs, B, H, N, D, causal)
+    g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, causal, q.device)
+    fb = api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind))
+    for f in api.forward_stages(q, k, v, g, D ** -0.5, fb, need_stats=False):
+        f()
+    tau, tmax, taumin = fb[2], fb[4], fb[5]
+    do = torch.randn_like(q)
+    bb = api.backward_buffers(g, q, k, v, need_dalpha=False)
+    b1, b2 = api.backward_stages(do, q, k, v, tau, tmax, taumin, g, D ** -0.5, bb, need_dalpha=False)
+    b12 = lambda: (b1(), b2())  # noqa: E731  (dk/dv reads the δ that dq writes)
+    b12()
+    t1, t12 = (do_bench(f, warmup=10, rep=40, return_mode="median") for f in (b1, b12))
+    return round(t1, 3), round(t12 - t1, 3)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["bwd"]:
+        for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
+            t_dq, t_dkdv = bwd_stages(D, inputs)
+            print(f"D={D} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        sys.exit(0)
     # `stage_times.py start`: the full pipeline with config.MOMENT_START off and on, in one process
     if sys.argv[1:2] == ["start"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
@@ -45,8 +69,8 @@ if __name__ == "__main__":
                 for cap in (None, 128):
                     config.MAXNREG = {"tau": cap} if cap else {}
                     t, cand = stages(D, inputs, max_iters=mi)
-                    print(f"D={D} {inputs} max_iters={mi or config.MAX_ITERS_EXACT} tau maxnreg={cap}: pass1 {t[0]} ms, "
-                          f"tau {t[1]} ms, out {t[2]} ms", flush=True)
+                    print(f"D={D} {inputs} max_iters={mi or config.MAX_ITERS_EXACT} tau maxnreg={cap}: "
+                          f"pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms", flush=True)
         sys.exit(0)
     for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
         for mi in ((None, 1, 2) if len(sys.argv) < 2 else (None,)):

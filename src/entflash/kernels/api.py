@@ -215,34 +215,55 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     return out, tau, supp, tmax, taumin
 
 
-def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
-              need_dalpha):
-    geo = _Geom(q, k, v, cu_q, max_q, max_k)
+def backward_buffers(geo, q, k, v, need_dalpha):
+    """(dq, dk, dv, delta, da_rows, lists_q, lists_k) of one backward call."""
     dev = q.device
     dq = _new(q.shape, q.dtype, dev)
     dk = _new(k.shape, k.dtype, dev)
     dv = _new(v.shape, v.dtype, dev)
+    delta = _new(geo.stat_shape(), torch.float32, dev)
+    da_rows = _new(geo.stat_shape(), torch.float32, dev) if need_dalpha else _dummy(dev)
+    lists_q = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
+    lists_k = torch.empty((geo.B * geo.Hkv, geo.n_kblk, geo.n_qblk), dtype=torch.int32, device=dev)
+    return dq, dk, dv, delta, da_rows, lists_q, lists_k
+
+
+def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha):
+    """The backward's two launches as callables, in order (dq with δ, then dk/dv, which reads δ): _bwd_impl
+    runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: backward_buffers()."""
+    dq, dk, dv, delta, da_rows, lists_q, lists_k = bufs
+    sq, sk, sv, sd = g.strides(q), g.strides(k), g.strides(v), g.strides(do)
+    tail = (g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
+
+    def dq_pass():
+        dq_kernel[g.grid_q()](
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
+            *sq, *sk, *sv, *sd, *g.strides(dq), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
+            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta, **_regcap("dq", g.launch.dq_maxnreg),
+        )
+
+    def dkdv_pass():
+        dkdv_kernel[(g.n_kblk, g.B * g.Hkv)](
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
+            *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail, KCHUNK=config.KCHUNK,
+            **g.meta, **_regcap("dkdv"),
+        )
+    return dq_pass, dkdv_pass
+
+
+def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
+              need_dalpha):
+    geo = _Geom(q, k, v, cu_q, max_q, max_k)
+    dev = q.device
+    bufs = backward_buffers(geo, q, k, v, need_dalpha)
+    dq, dk, dv, _, da_rows = bufs[:5]
     dalpha = torch.zeros(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32, device=dev)
     if q.numel() == 0 or k.numel() == 0 or geo.B * geo.H == 0:
         return dq.zero_(), dk.zero_(), dv.zero_(), dalpha
     g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, dev)
     do = do if do.stride(-1) == 1 else do.contiguous()
-    delta = _new(geo.stat_shape(), torch.float32, dev)
-    da_rows = _new(geo.stat_shape(), torch.float32, dev) if need_dalpha else _dummy(dev)
-    lists_q = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
-    lists_k = torch.empty((geo.B * geo.Hkv, geo.n_kblk, geo.n_qblk), dtype=torch.int32, device=dev)
-    sq, sk, sv, sd = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(do)
-    tail = (g.Nq_arg, g.Nk_arg, geo.n_qblk, geo.n_kblk, float(scale))
-    dq_kernel[geo.grid_q()](
-        q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
-        *sq, *sk, *sv, *sd, *geo.strides(dq), g.skpm, g.smb, g.smh, geo.H, geo.G, *tail,
-        ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **g.meta, **_regcap("dq", g.launch.dq_maxnreg),
-    )
-    dkdv_kernel[(geo.n_kblk, geo.B * geo.Hkv)](
-        q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
-        *sq, *sk, *sv, *sd, *geo.strides(dk), g.skpm, g.smb, g.smh, geo.Hkv, geo.G, *tail, KCHUNK=config.KCHUNK,
-        **g.meta, **_regcap("dkdv"),
-    )
+    for launch in backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha):
+        launch()
     if need_dalpha:
         per_head = da_rows.sum(dim=1) if geo.varlen else da_rows.sum(dim=(0, 2))
         dalpha = per_head.sum() if alpha_t.dim() == 0 else per_head
