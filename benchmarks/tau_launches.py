@@ -1,5 +1,7 @@
 """Per-launch profile of the split τ pass (config.TAU_SPLIT = "always") on the GPU: for each of its launches,
-the time (CUDA events, median of reps) and how many rows and query blocks were still unfinished before it.
+the time (CUDA events, median of reps) and how many rows and query blocks were still unfinished before it;
+and the share of the causal (query block, key tile) pairs that pass 1 dropped, that sweep 0 visits, and that
+the output pass visits.
 
     PYTHONPATH=src python benchmarks/tau_launches.py        # D64 N16k B2 H16 bf16 causal, clustered and random
 """
@@ -9,6 +11,29 @@ import torch
 
 from entflash.bench.inputs import make_inputs
 from entflash.kernels import api, config
+
+
+def tile_shares(g, m, tmax, taumin=None):
+    """Shares of the causal (query block, key tile) pairs: dropped by pass 1 (-inf map entry), visited by
+    sweep 0 (score-unit entry above the group's min of m - 1; tmax as pass 1 left it), or, with taumin, by
+    the output pass (row-relative entry above the group's τ_min; tmax as the τ pass left it)."""
+    L, BH = g.launch, g.B * g.H
+    NG = L.n_groups
+    t = tmax.float().view(BH, g.n_qblk, NG, g.n_kblk)
+    j = torch.arange(g.n_kblk, device=t.device)
+    last = torch.clamp((torch.arange(g.n_qblk, device=t.device) + 1) * L.BLOCK_M, max=g.Nk) - 1
+    causal = j[None, :] * L.BLOCK_N <= last[:, None]  # (n_qblk, n_kblk), Nq = Nk
+    total = causal.sum().item() * BH
+    if taumin is not None:
+        hit = (t > taumin.view(BH, g.n_qblk, NG, 1)).any(2) & causal
+        return {"output": hit.sum().item() / total}
+    mp = torch.full((BH, g.n_qblk * L.BLOCK_M), float("-inf"), device=m.device)
+    mp[:, :g.Nq] = m.reshape(BH, g.Nq)
+    mg = mp.view(BH, g.n_qblk, NG, L.ROW_GROUP)
+    thr = torch.where(mg > float("-inf"), mg - 1.0, torch.full_like(mg, float("inf"))).amin(-1)
+    hit = (t > thr[..., None]).any(2) & causal
+    dropped = ((t == float("-inf")).all(2)) & causal
+    return {"dropped": dropped.sum().item() / total, "sweep0": hit.sum().item() / total}
 
 
 def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
@@ -32,8 +57,12 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
 
     times = [[] for _ in range(n_iters)]
     todo_rows, todo_blocks = [], []
+    shares = {}
     for r in range(reps + 1):
         f1()
+        if r == reps:
+            torch.cuda.synchronize()
+            shares.update(tile_shares(g, m, tmax))
         evs = [torch.cuda.Event(enable_timing=True) for _ in range(n_iters + 1)]
         evs[0].record()
         f2()
@@ -48,11 +77,15 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
             later()
             evs[it + 1].record()
         torch.cuda.synchronize()
+        if r == reps:
+            shares.update(tile_shares(g, m, tmax, taumin))
         if r < reps and r > 0:
             for it in range(n_iters):
                 times[it].append(evs[it].elapsed_time(evs[it + 1]))
     med = [sorted(t)[len(t) // 2] for t in times]
-    print(f"{inputs} D={D} N={N}: total {sum(med):.3f} ms; launch 0 {med[0]:.3f} ms", flush=True)
+    print(f"{inputs} D={D} N={N}: total {sum(med):.3f} ms; launch 0 {med[0]:.3f} ms; causal tiles dropped by "
+          f"pass 1 {shares['dropped']:.3f}, visited by sweep 0 {shares['sweep0']:.3f}, by the output pass "
+          f"{shares['output']:.3f}", flush=True)
     for it in range(1, n_iters):
         print(f"  launch {it:2d}: {med[it]:.3f} ms, unfinished before: {todo_rows[it - 1]} rows in "
               f"{todo_blocks[it - 1]} blocks", flush=True)
