@@ -185,6 +185,29 @@ def test_split_tau_pass_matches_fused(monkeypatch, alpha):
     assert (b.out.double().cpu() - ref.out).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_split_tau_pass_varlen_gqa(monkeypatch, causal):
+    """The split τ pass keeps its per-row state in the layout of the row statistics: packed varlen rows
+    (including an empty sequence) and GQA heads give the fused pass's results."""
+    H, Hkv, D = 4, 2, 16
+    lens_q, lens_k = [23, 0, 37], [31, 6, 29]
+    cu_q = torch.tensor([0] + torch.tensor(lens_q).cumsum(0).tolist(), dtype=torch.int32, device=DEV)
+    cu_k = torch.tensor([0] + torch.tensor(lens_k).cumsum(0).tolist(), dtype=torch.int32, device=DEV)
+    q = torch.randn(sum(lens_q), H, D, device=DEV) * 1.5
+    k = torch.randn(sum(lens_k), Hkv, D, device=DEV) * 1.5
+    v = torch.randn(sum(lens_k), Hkv, D, device=DEV)
+    res = {}
+    for mode in ("never", "always"):
+        monkeypatch.setattr(config, "TAU_SPLIT", mode)
+        res[mode] = entflash.entmax_attention_varlen(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), alpha=1.5,
+                                                     causal=causal, backend="triton")
+    assert torch.equal(res["never"], res["always"])
+    ref = entflash.entmax_attention_varlen(q.double().cpu(), k.double().cpu(), v.double().cpu(), cu_q.cpu(),
+                                           cu_k.cpu(), max(lens_q), max(lens_k), alpha=1.5, causal=causal,
+                                           backend="torch")
+    assert (res["always"].double().cpu() - ref).abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("alpha", [1.5, 2.0, "per-head"])
 def test_pass1_running_filter_drops_tiles_and_stays_exact(alpha):
     """Pass 1 drops (-inf in the tile map) tiles whose maxima lie more than 1 below the running maximum of
