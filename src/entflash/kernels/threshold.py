@@ -8,15 +8,17 @@ groups' min_i (m_i - 1) can never hold a nonzero and no later pass reads it.
 Pass 1 already drops (-inf) the tiles whose maxima lie more than 1 below the
 running maximum of every row of the group.
 
-The τ pass then runs, inside one launch, as many sweeps over the candidate
-tiles as needed:
+The τ pass then runs as many sweeps over the candidate tiles as needed, in
+one launch with a loop over sweeps, or, on large inputs (config.TAU_SPLIT),
+one launch per sweep with the per-row iteration state in memory (tau_kernel):
 
 * α = 1.5 and 2 (KIND 2 / 1): steps from the lower bound m - 1 (α = 2: the
   closed form on the current set, i.e. Michelot; α = 1.5: Halley, Newton after
   an overshoot), kept inside a bracket; each sweep also solves the closed form
   on the current set {x > τ} and accepts it when it is consistent (no member
   below it, nothing outside above it). That root is the exact τ (up to float32
-  rounding of the sums). Usually 4-6 sweeps.
+  rounding of the sums); a row whose next step is below the tolerance is
+  accepted as is. Usually 4-6 sweeps.
 * any other α (KIND 3, per-head runtime α): a safeguarded Halley iteration
   on the bracket [m - 1, m] until the Newton step is below ~1e-6 (relative).
 * softmax rows (KIND 0, or α = 1 heads of KIND 3): one sweep, τ = log2-sum-exp.
