@@ -7,18 +7,21 @@ The τ pass rewrites the tile map that pass 1 wrote, so stages are timed cumulat
 import sys
 
 import torch
-
 from triton.testing import do_bench
 
 from entflash.bench.inputs import make_inputs
 from entflash.kernels import api, config
 
 
-def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
+def forward_setup(D, inputs, causal=True, N=16384, B=2, H=16):
+    """(q, k, v, bound _Geom, forward buffers) of the bench's inputs, α = 1.5, the library's default scale."""
     q, k, v = make_inputs(inputs, B, H, N, D, causal)
-    dev = q.device
-    g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, causal, dev)
-    bufs = api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind))
+    g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, causal, q.device)
+    return q, k, v, g, api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind))
+
+
+def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
+    q, k, v, g, bufs = forward_setup(D, inputs, causal, N, B, H)
     tmax, taumin = bufs[4], bufs[5]
     f1, f2, f3 = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False, max_iters=max_iters)
     f12 = lambda: (f1(), f2())  # noqa: E731  (the τ pass rewrites the map: it must follow pass 1)
@@ -32,9 +35,7 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
 
 
 def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16):
-    q, k, v = make_inputs(inputs, B, H, N, D, causal)
-    g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, causal, q.device)
-    fb = api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind))
+    q, k, v, g, fb = forward_setup(D, inputs, causal, N, B, H)
     for f in api.forward_stages(q, k, v, g, D ** -0.5, fb, need_stats=False):
         f()
     tau, tmax, taumin = fb[2], fb[4], fb[5]

@@ -8,8 +8,8 @@ the output pass visits.
 import sys
 
 import torch
+from stage_times import forward_setup
 
-from entflash.bench.inputs import make_inputs
 from entflash.kernels import api, config
 
 
@@ -38,22 +38,12 @@ def tile_shares(g, m, tmax, taumin=None):
 
 def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
     config.TAU_SPLIT = "always"
-    q, k, v = make_inputs(inputs, B, H, N, D, True)
-    g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, True, q.device)
-    bufs = api.forward_buffers(g, q, v, need_stats=False, split=True)
-    m, state = bufs[1], bufs[7]
-    f1, f2, _ = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False, max_iters=1)
     n_iters = config.MAX_ITERS_EXACT
-    # forward_stages with max_iters=1 gives the first launch; later launches: the same kernel with FIRST=False
-    from entflash.kernels.threshold import tau_kernel
+    config.SPLIT_SWEEPS = n_iters  # every sweep its own launch, to time each
+    q, k, v, g, bufs = forward_setup(D, inputs, True, N, B, H)  # TAU_SPLIT "always": bufs has the state
     out, m, tau, supp, tmax, taumin, lists, state = bufs
-    sq, sk = g.strides(q), g.strides(k)
-    common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(D ** -0.5))
-
-    def later():
-        tau_kernel[g.grid_q()](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common,
-                               state[0].numel(), MAX_ITERS=n_iters, KCHUNK=config.KCHUNK, START=config.MOMENT_START,
-                               FIRST=False, STATE=True, N_LOOP=1, **g.meta, maxnreg=g.launch.split_maxnreg)
+    f1, f2, _ = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False)
+    first, *later = f2.launches
 
     times = [[] for _ in range(n_iters)]
     todo_rows, todo_blocks = [], []
@@ -65,7 +55,7 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
             shares.update(tile_shares(g, m, tmax))
         evs = [torch.cuda.Event(enable_timing=True) for _ in range(n_iters + 1)]
         evs[0].record()
-        f2()
+        first()
         evs[1].record()
         for it in range(1, n_iters):
             if r == reps:  # last rep: count unfinished rows before each launch (syncs; not timed)
@@ -74,7 +64,7 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
                 todo = valid & ~(state[3] < float("inf"))
                 todo_rows.append(int(todo.sum()))
                 todo_blocks.append(int(todo.view(B * H, -1, g.launch.BLOCK_M).any(-1).sum()))
-            later()
+            later[it - 1]()
             evs[it + 1].record()
         torch.cuda.synchronize()
         if r == reps:

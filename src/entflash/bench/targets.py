@@ -28,6 +28,7 @@ def target_report(rows) -> str:
         by.setdefault(_key(r), {})[r["method"]] = r
     lines = [f"{'case':<34} {'metric':<7} {'entflash/cuDNN':>14} {'goal':>6} {'met':>4} {'vs AdaSplash-2':>15}  run"]
     for D, N, causal, inputs, metric, goal in TARGETS:
+        case = f"D{D} N{N} {'causal' if causal else 'full'} {inputs}"
         found = False
         for key, meth in sorted(by.items(), key=lambda kv: str(kv[0])):
             if key[3:] != (D, N, causal, inputs) or "entflash" not in meth or "sdpa_cudnn" not in meth:
@@ -37,10 +38,8 @@ def target_report(rows) -> str:
             ratio = meth["entflash"][col] / meth["sdpa_cudnn"][col]
             v2 = meth.get("adasplash_v2")
             vs = f"{meth['entflash'][col] / v2[col]:.2f}x" if v2 and col in v2 else "-"
-            case = f"D{D} N{N} {'causal' if causal else 'full'} {inputs}"
             lines.append(f"{case:<34} {metric:<7} {ratio:>13.2f}x {goal:>5.2f}x {'yes' if ratio <= goal else 'no':>4} "
                          f"{vs:>15}  {key[1]} {key[2]}")
         if not found:
-            case = f"D{D} N{N} {'causal' if causal else 'full'} {inputs}"
             lines.append(f"{case:<34} {metric:<7} {'not measured':>14} {goal:>5.2f}x")
     return "\n".join(lines)

@@ -180,18 +180,23 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
                          MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=start, FIRST=first, STATE=split,
                          N_LOOP=n_loop, **g.meta, **cap)
 
-    def tau_pass():
-        if not split:
-            tau_launch(True, max_iters - 1, _regcap("tau"))
-            return
+    # (first, sweeps after sweep 0, register cap) of each τ launch
+    if not split:
+        plan = [(True, max_iters - 1, _regcap("tau"))]
+    else:
         # sweeps 0 .. SPLIT_SWEEPS - 1 one per launch (capped registers); the rare rows left after them
         # finish in one launch with a loop over the remaining sweeps
         cap = _regcap("tau", g.launch.split_maxnreg)
         n_split = min(max_iters, config.SPLIT_SWEEPS)
-        for it in range(n_split):
-            tau_launch(it == 0, 0 if it == 0 else 1, cap)
+        plan = [(it == 0, 0 if it == 0 else 1, cap) for it in range(n_split)]
         if max_iters > n_split:
-            tau_launch(False, max_iters - n_split, _regcap("tau"))
+            plan.append((False, max_iters - n_split, _regcap("tau")))
+    tau_launches = [lambda p=p: tau_launch(*p) for p in plan]
+
+    def tau_pass():
+        for launch in tau_launches:
+            launch()
+    tau_pass.launches = tau_launches  # one callable per launch (benchmarks/tau_launches.py times them)
 
     def output_pass():
         output_kernel[grid](
