@@ -302,6 +302,27 @@ def test_nan_input_propagates_to_its_rows_only():
     assert torch.isfinite(out[0, 0, torch.arange(20) != 3]).all()
 
 
+@pytest.mark.parametrize("case", [
+    # Hkv, Nq, Nk, alpha, scale, pad, seed: draws the property test found
+    (2, 10, 6, 1.25, 91.0, False, 704),  # τ ~ 121: stopping at a step of 1e-6·|τ| gave 1.4e-4 > 8e-5
+    (1, 16, 12, 1.9, 36.438820616060895, True, 995852),  # a last step landing on the bracket's end
+    (2, 17, 6, 1.3, 25.561230282467786, False, 167379),
+], ids=["tol-704", "bracket-end", "a1.3"])
+def test_general_alpha_large_scale_within_rule(case):
+    """General α (KIND 3) at large scores: the Halley iteration must end within rounding of the root, not
+    at its stopping tolerance, and never jump out of its bracket on the last step."""
+    Hkv, Nq, Nk, alpha, scale, pad, seed = case
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, Hkv, Nq, 24, generator=g).to(DEV)
+    k = torch.randn(1, Hkv, Nk, 24, generator=g).to(DEV)
+    v = torch.randn(1, Hkv, Nk, 24, generator=g).to(DEV)
+    kpm = (torch.rand(1, Nk, generator=g) > 0.3).to(DEV) if pad else None
+    kw = dict(alpha=alpha, scale=scale, key_padding_mask=kpm)
+    out = entflash.entmax_attention(q, k, v, backend="triton", **kw)
+    low = naive_entmax_attention(q.cpu(), k.cpu(), v.cpu(), **{**kw, "key_padding_mask": kpm.cpu() if pad else None})
+    assert_close_rule(out.cpu(), oracle(q, k, v, **kw), low, 2.0, 5e-5)
+
+
 @settings(max_examples=8, deadline=None)
 @given(
     Hkv=st.integers(1, 2), G=st.integers(1, 2), Nq=st.integers(1, 40), Nk=st.integers(1, 40),
