@@ -54,15 +54,6 @@ if __name__ == "__main__":
             t_dq, t_dkdv = bwd_stages(D, inputs)
             print(f"D={D} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
-    # `stage_times.py start`: the full pipeline with config.MOMENT_START off and on, in one process
-    if sys.argv[1:2] == ["start"]:
-        for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
-            for start in (False, True):
-                config.MOMENT_START = start
-                t, cand = stages(D, inputs)
-                print(f"D={D} {inputs} moment_start={start}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
-                      f"output-tile fraction {cand}", flush=True)
-        sys.exit(0)
     # `stage_times.py maxnreg`: the τ kernel with ptxas choosing its registers and capped at 128
     if sys.argv[1:2] == ["maxnreg"]:
         for D, inputs in [(64, "random"), (64, "clustered")]:

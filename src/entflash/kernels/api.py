@@ -169,15 +169,13 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     split = state.numel() > 1 and split_tau(g, g.kind)
     sst = state[0].numel() if split else 0
 
-    start = config.MOMENT_START
-
     def pass1():
-        # pass 1 writes the moment start into tau (α = 1.5 / 2, config.MOMENT_START); the τ pass overwrites it
-        rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, START=start, **g.meta)
+        # pass 1 writes the τ pass's lower bound into tau (α = 1.5 / 2); the τ pass overwrites it
+        rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, **g.meta)
 
     def tau_launch(first, n_loop, cap):
         tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
-                         MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, START=start, FIRST=first, STATE=split,
+                         MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, FIRST=first, STATE=split,
                          N_LOOP=n_loop, **g.meta, **cap)
 
     # (first, sweeps after sweep 0, register cap) of each τ launch

@@ -33,13 +33,6 @@ POISON = os.environ.get("ENTFLASH_POISON") == "1"
 
 KCHUNK = 256  # tile-map entries examined per step when building a program's tile list
 
-# α = 1.5 / 2: pass 1 also sums x and x² per row and the τ pass starts at a Gaussian-moment estimate
-# (threshold.gauss_start) instead of m - 1. Off by default: on the H200 (runs 15 and 17, D64 N16k) pass 1
-# costs 0.75-0.87 ms more with the sums and clustered inputs gain nothing from the start (τ pass 2.81 ms
-# off, 3.01 on), while random inputs gain 3.3-4.4 ms in the τ pass. A module flag so that one process can
-# time both (benchmarks/stage_times.py start).
-MOMENT_START = False
-
 # Per-kernel register cap (ptxas .maxnreg) by kernel name, e.g. {"tau": 128}; empty: ptxas decides. An
 # experiment switch (benchmarks/stage_times.py maxnreg): two 8-warp programs per SM need <= 128 registers.
 MAXNREG: dict = {}

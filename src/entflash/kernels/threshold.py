@@ -6,13 +6,16 @@ and BLOCK_N keys, the maximum score (rounded up to bfloat16). For entmax,
 τ_i >= m_i - 1 (x units), so a tile whose group maxima are all at most the
 groups' min_i (m_i - 1) can never hold a nonzero and no later pass reads it.
 Pass 1 already drops (-inf) the tiles whose maxima lie more than 1 below the
-running maximum of every row of the group.
+running maximum of every row of the group. For α = 1.5 and 2 it also keeps
+each row's four largest tile maxima (four different scores): the threshold of
+those four alone is a lower bound of τ_i, at least m_i - 1 and often well above
+it (top4_bound); sweep 0 starts there and visits only the tiles above it.
 
 The τ pass then runs as many sweeps over the candidate tiles as needed, in
 one launch with a loop over sweeps, or, on large inputs (config.TAU_SPLIT),
 one launch per sweep with the per-row iteration state in memory (tau_kernel):
 
-* α = 1.5 and 2 (KIND 2 / 1): steps from the lower bound m - 1 (α = 2: the
+* α = 1.5 and 2 (KIND 2 / 1): steps from pass 1's lower bound (α = 2: the
   closed form on the current set, i.e. Michelot; α = 1.5: Halley, Newton after
   an overshoot), kept inside a bracket; each sweep also solves the closed form
   on the current set {x > τ} and accepts it when it is consistent (no member
@@ -53,45 +56,37 @@ def rel_thr(tau, m):
 
 
 @triton.jit
-def _tail_moment(z, KIND: tl.constexpr):
-    """E[(Z - z)_+^p] for Z ~ N(0, 1), p = 2 (KIND 2, α = 1.5) or p = 1 (KIND 1, α = 2).
-
-    (1 + z²)Φ̄(z) - zφ(z) and φ(z) - zΦ̄(z); for z > 3 from the Mills-ratio series, which avoids the
-    cancellation of 1 - erf in float32.
-    """
-    phi = 0.3989422804014327 * tl.exp(-0.5 * z * z)
-    tail = 0.5 * (1.0 - tl.erf(z * 0.7071067811865476))
-    zi = 1.0 / tl.where(z > 3.0, z, 3.0)
-    zi2 = zi * zi
-    if KIND == 2:
-        near = (1.0 + z * z) * tail - z * phi
-        far = phi * zi * zi2 * (2.0 - 12.0 * zi2 + 90.0 * zi2 * zi2)
+def _top_step(r, s1, s2, d, j, KIND: tl.constexpr):
+    """top4_bound's step to the j-th largest score (d = its value - m): the closed-form root on the top j,
+    kept (as τ - m) when consistent (below d)."""
+    ok = d > float("-inf")  # False for absent entries and NaN rows
+    d = tl.where(ok, d, 0.0)
+    s1 += d
+    s2 += d * d
+    if KIND == 1:
+        c = (s1 - 1.0) / j
     else:
-        near = phi - z * tail
-        far = phi * zi2 * (1.0 - 3.0 * zi2 + 15.0 * zi2 * zi2)
-    return tl.where(z > 3.0, far, near)
+        mean = s1 / j
+        arg = (1.0 - (s2 - s1 * mean)) / j
+        ok = ok & (arg >= 0.0)
+        c = mean - tl.sqrt(tl.maximum(arg, 0.0))
+    return tl.where(ok & (c < d), c, r), s1, s2
 
 
 @triton.jit
-def gauss_start(s1, s2, n, KIND: tl.constexpr):
-    """The τ a row would have if its n visible scores were Gaussian with their mean and variance (from Σx,
-    Σx²): n σ^p E[(Z - z)_+^p] = 1, τ = μ + σ z. Only a starting point: the sweeps verify the exact τ."""
-    nn = tl.maximum(n, 1.0)
-    mu = s1 / nn
-    var = tl.maximum(s2 / nn - mu * mu, 1e-20)
-    sd = tl.sqrt(var)
-    if KIND == 2:
-        scale_p = nn * var
-    else:
-        scale_p = nn * sd
-    zlo = tl.full(mu.shape, -4.0, tl.float32)
-    zhi = tl.full(mu.shape, 12.0, tl.float32)
-    for _ in range(24):  # the tail moment decreases in z: bisection
-        z = 0.5 * (zlo + zhi)
-        big = scale_p * _tail_moment(z, KIND) > 1.0
-        zlo = tl.where(big, z, zlo)
-        zhi = tl.where(big, zhi, z)
-    return mu + sd * 0.5 * (zlo + zhi)
+def top4_bound(m, t2, t3, t4, KIND: tl.constexpr):
+    """A lower bound of τ (α = 1.5: KIND 2, α = 2: KIND 1) from a row's four largest tile maxima m >= t2 >=
+    t3 >= t4 (maxima of different tiles, so four different scores; -inf where the row saw fewer tiles): the
+    root of the same problem on those four scores alone (sort-based, largest consistent support), since
+    the full sum Σ (x - τ)_+^p is at least the sum over any subset. j = 1 gives the classic m - 1."""
+    r = tl.full(m.shape, -1.0, tl.float32)  # τ - m
+    s1 = tl.zeros(m.shape, tl.float32)
+    s2 = tl.zeros(m.shape, tl.float32)
+    r, s1, s2 = _top_step(r, s1, s2, t2 - m, 2.0, KIND)
+    r, s1, s2 = _top_step(r, s1, s2, t3 - m, 3.0, KIND)
+    r, s1, s2 = _top_step(r, s1, s2, t4 - m, 4.0, KIND)
+    # margin against float rounding of the sums (the bound decides which tiles sweep 0 may skip)
+    return m + r - 1e-5 * (1.0 + tl.abs(m))
 
 
 @triton.jit
@@ -106,8 +101,10 @@ def rowmax_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, START: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr,
 ):
+    """Pass 1: row maxima (M), the tile map (TMAX) and, for α = 1.5 / 2, the τ pass's lower bound
+    (top4_bound, into TAU0)."""
     pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -124,12 +121,11 @@ def rowmax_kernel(
         # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
         map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
         tmax_row = TMAX + map_off + offs_g * n_kblk
-        # START (α = 1.5 / 2): Σx and Σx² over the visible keys for the τ pass's moment start (gauss_start),
-        # accumulated in quarter tiles (fold_sum); the count is BLOCK_N per unmasked tile
-        MOMENTS: tl.constexpr = START and ((KIND == 1) or (KIND == 2))
-        h1 = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
-        h2 = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
-        cnt = tl.zeros([BLOCK_M], tl.float32)
+        # α = 1.5 / 2: the second to fourth largest tile maxima of each row (top4_bound)
+        TOP4: tl.constexpr = (KIND == 1) or (KIND == 2)
+        t2 = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        t3 = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        t4 = tl.full([BLOCK_M], float("-inf"), tl.float32)
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
             _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
@@ -137,6 +133,11 @@ def rowmax_kernel(
             # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
             xm = tl.reduce(x, 1, _max_nan)
+            if TOP4:  # insert xm into (m, t2, t3, t4)
+                lo_ = tl.minimum(m, xm)
+                t4 = tl.maximum(t4, tl.minimum(t3, lo_))
+                t3 = tl.maximum(t3, tl.minimum(t2, lo_))
+                t2 = tl.maximum(t2, lo_)
             m = _max_nan(m, xm)
             entry = map_value(group_reduce_max(xm, BLOCK_M, RG))
             if KIND != 0:
@@ -151,22 +152,11 @@ def rowmax_kernel(
                     dead = dead & (is_soft == 0)
                 entry = tl.where(dead, float("-inf"), entry)
             tl.store(tmax_row + start_n // BLOCK_N, entry)
-            if MOMENTS:
-                if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
-                    vis = x > float("-inf")
-                    xv = tl.where(vis, x, 0.0)
-                    cnt += tl.sum(vis.to(tl.float32), 1)
-                else:
-                    xv = x
-                    cnt += BLOCK_N
-                h1 += fold_sum(xv, BLOCK_M, BLOCK_N)
-                h2 += fold_sum(xv * xv, BLOCK_M, BLOCK_N)
         m = tl.where(m == float("inf"), float("nan"), m)
         stat = row_offset(b, h, qs, smb, smh, 1) + offs_m
         tl.store(M + stat, m, mask=offs_m < Lq)
-        if MOMENTS:
-            # 0.1 below the Gaussian estimate: the iteration is fastest from below (one-sided acceptance)
-            tl.store(TAU0 + stat, gauss_start(tl.sum(h1, 1), tl.sum(h2, 1), cnt, KIND) - 0.1, mask=offs_m < Lq)
+        if TOP4:
+            tl.store(TAU0 + stat, top4_bound(m, t2, t3, t4, KIND), mask=offs_m < Lq)
 
 
 @triton.jit
@@ -283,7 +273,7 @@ def tau_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale, sst,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr, START: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr,
     FIRST: tl.constexpr, STATE: tl.constexpr, N_LOOP: tl.constexpr,
 ):
     """The τ pass. Fused (FIRST, not STATE): sweep 0 and up to N_LOOP = MAX_ITERS - 1 further sweeps in one
@@ -341,21 +331,22 @@ def tau_kernel(
         else:
             st = ST + stat_off + offs_m
             if FIRST:
+                # the iteration starts at a lower bound of τ: m - 1, or for α = 1.5 / 2 pass 1's top4_bound
+                # (in [m - 1, m); anything else, e.g. a NaN row's, falls back to m - 1)
                 tau = m_safe - 1.0
-                if START and ((KIND == 1) or (KIND == 2)):
-                    # pass 1's moment start; NaN or outside (m - 1, m): the lower bound m - 1
-                    t0 = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
-                    tau = tl.where((t0 > m_safe - 1.0) & (t0 < m_safe), t0, tau)
+                if (KIND == 1) or (KIND == 2):
+                    lb = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
+                    tau = tl.where((lb > tau) & (lb < m_safe), lb, tau)
                 res = tl.full([BLOCK_M], INF, tl.float32)
                 done = ~valid
-                lo = m_safe - 1.0
+                lo = tau
                 hi_b = m_safe
                 # sweep 0 (peeled: a branch inside the tile loop would stop its pipelining) reads pass 1's
-                # map in score units with τ = m - 1; it rewrites the map of its candidate tiles as the
-                # group's max of (x - m_i) and clears the others, so later tests are per row
+                # map in score units with τ at the lower bound; it rewrites the map of its candidate tiles as
+                # the group's max of (x - m_i) and clears the others, so later tests are per row
                 if tl.sum(valid.to(tl.int32), 0) > 0:
-                    # tile candidacy from the lower bound m - 1 (pass 1's map is in score units)
-                    thr = group_reduce_min(tl.where(valid, m_safe - 1.0, INF), BLOCK_M, RG)
+                    # tile candidacy from the lower bound (pass 1's map is in score units)
+                    thr = group_reduce_min(tl.where(valid, tau, INF), BLOCK_M, RG)
                     c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk,
                                                    skn, qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
