@@ -43,7 +43,7 @@ import triton.language as tl
 
 from .common import (
     block_offsets, block_tile_list, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha, load_rows,
-    map_value, needs_mask, program_ids, query_block, query_block_id, row_offset, score_tile,
+    map_value, program_ids, query_block, query_block_id, row_offset, score_tile,
 )
 
 
