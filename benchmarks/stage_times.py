@@ -54,6 +54,20 @@ if __name__ == "__main__":
             t_dq, t_dkdv = bwd_stages(D, inputs)
             print(f"D={D} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
+    # `stage_times.py dkdv`: the dk/dv kernel under (key tiles per program, query rows per chunk) variants
+    if sys.argv[1:2] == ["dkdv"]:
+        import dataclasses
+
+        base = config.launch_config
+        for D, inputs, variants in [(128, "clustered", [(1, 64), (1, 128), (2, 32)]),
+                                    (128, "random", [(1, 64), (1, 128), (2, 32)]), (64, "clustered", [(2, 32)])]:
+            for kpp, qc in variants:
+                config.launch_config = lambda d, dt, kpp=kpp, qc=qc: dataclasses.replace(base(d, dt), dkdv_kpp=kpp,
+                                                                                         dkdv_qc=qc)
+                t_dq, t_dkdv = bwd_stages(D, inputs)
+                print(f"D={D} {inputs} dkdv kpp={kpp} qc={qc}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        config.launch_config = base
+        sys.exit(0)
     # `stage_times.py maxnreg`: the τ kernel with ptxas choosing its registers and capped at 128
     if sys.argv[1:2] == ["maxnreg"]:
         for D, inputs in [(64, "random"), (64, "clustered")]:

@@ -246,10 +246,11 @@ def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha)
         )
 
     def dkdv_pass():
-        dkdv_kernel[(g.n_kblk, g.B * g.Hkv)](
+        L = g.launch
+        dkdv_kernel[(triton.cdiv(g.n_kblk, L.dkdv_kpp), g.B * g.Hkv)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
             *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail, KCHUNK=config.KCHUNK,
-            **g.meta, **_regcap("dkdv"),
+            KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, **g.meta, **_regcap("dkdv"),
         )
     return dq_pass, dkdv_pass
 

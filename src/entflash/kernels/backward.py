@@ -17,8 +17,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    fold_sum, grad_terms, head_alpha, load_cols, load_rows, masked_dot, needs_mask, program_ids, query_block,
-    query_block_id, row_offset, score_tile, tile_list, visited_tiles,
+    fold_sum, grad_terms, grad_weights_y, head_alpha, load_cols, load_rows, mask_scores_b, needs_mask, probs_y,
+    program_ids, query_block, query_block_id, row_offset, score_tile, tile_list, visited_tiles,
 )
 
 
@@ -123,27 +123,33 @@ def dkdv_kernel(
     Hkv, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr, KPP: tl.constexpr, QC: tl.constexpr,
 ):
+    """dk, dv of KPP consecutive key tiles (KPP·BLOCK_N keys) per program, computed transposed (sᵀ = k·qᵀ, keys
+    as rows) so that pᵀ and dzᵀ feed the dv and dk dots from registers; the key dimension fills the MMA's
+    rows. A query block is visited when the tile map admits it for any of the program's key tiles, in
+    chunks of QC rows (chunks past the causal bound are skipped)."""
     pid_n = tl.program_id(0)
     pid_bhk = tl.program_id(1)
     b, hk, _, qs, Lq, ks, Lk = program_ids(pid_bhk, Hkv, 1, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
     H = Hkv * G
-    start_n = pid_n * BLOCK_N
+    NK: tl.constexpr = KPP * BLOCK_N
+    start_n = pid_n * NK
     if start_n < Lk:
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        offs_m0 = tl.arange(0, BLOCK_M)
+        offs_n = start_n + tl.arange(0, NK)
+        offs_c = tl.arange(0, QC)
         offs_d = tl.arange(0, BLOCK_D)
         k_base = K + row_offset(b, hk, ks, skb, skh, skn)
         v_base = V + row_offset(b, hk, ks, svb, svh, svn)
         kpm_row = KPM + b.to(tl.int64) * skpm
-        kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-        vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-        dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-        dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        kb = load_rows(k_base, offs_n, offs_d, Lk, skn, D)
+        vb = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
+        dk = tl.zeros([NK, BLOCK_D], tl.float32)
+        dv = tl.zeros([NK, BLOCK_D], tl.float32)
         n_qseq = tl.cdiv(Lq, BLOCK_M)
         NG: tl.constexpr = BLOCK_M // RG
         no_thr = tl.zeros([NG], tl.float32)  # unused: the thresholds are per entry
+        col0 = pid_n * KPP
         qlist = LISTS + (pid_bhk.to(tl.int64) * n_kblk + pid_n) * n_qblk
         for g_i in range(0, G):
             h = hk * G + g_i
@@ -152,23 +158,36 @@ def dkdv_kernel(
             q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
             do_base = DO + row_offset(b, h, qs, sdb, sdh, sdn)
             stat_off = row_offset(b, h, qs, smb, smh, 1)
-            # query blocks qb with TMAX[bh, qb·NG + g, pid_n] > TAUMIN[bh, qb·NG + g] for some row group g
-            count = tile_list(TMAX + bh * n_qblk * NG * n_kblk + pid_n, NG * n_kblk, n_kblk, TAUMIN + bh * n_qblk * NG,
-                              NG, 1, no_thr, n_qseq, qlist, False, KCHUNK, NG, True)
+            # query blocks qb with max over the program's columns c of TMAX[bh, qb·NG + g, c] > TAUMIN[bh, qb·NG + g]
+            # for some row group g
+            count = tile_list(TMAX + bh * n_qblk * NG * n_kblk + col0, NG * n_kblk, n_kblk, TAUMIN + bh * n_qblk * NG,
+                              NG, 1, no_thr, n_qseq, qlist, False, KCHUNK, NG, True, KPP, n_kblk - col0)
             for i in range(0, count):
                 start_m = tl.load(qlist + i) * BLOCK_M
-                offs_m = start_m + offs_m0
-                rmask = offs_m < Lq
-                q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-                do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
-                tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
-                delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
-                nm = needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
-                x = masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, kpm_row, nm, CAUSAL, HAS_KPM, PREC)
-                p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
-                dz = u * (g - delta[:, None])
-                dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PREC)
-                dk += tl.dot(tl.trans(dz).to(q.dtype), q, input_precision=PREC)
+                for c in range(0, BLOCK_M, QC):
+                    start_c = start_m + c
+                    # rows past the end, or (causal) rows that see none of these keys, contribute nothing
+                    live = start_c < Lq
+                    if CAUSAL:
+                        live = live & (start_n <= start_c + QC - 1 + (Lk - Lq))
+                    if live:
+                        offs_m = start_c + offs_c
+                        rmask = offs_m < Lq
+                        q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
+                        do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
+                        tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
+                        delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
+                        xT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale
+                        if needs_mask(start_c, start_n, Lq, Lk, QC, NK, CAUSAL, HAS_KPM):
+                            xT = mask_scores_b(xT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL,
+                                               HAS_KPM)
+                        yT = xT - tau[None, :]
+                        pT = probs_y(yT, inv_a, is_soft, KIND)
+                        uT = grad_weights_y(pT, yT, inv_a, is_soft, KIND)
+                        gT = tl.dot(vb, tl.trans(do), input_precision=PREC)
+                        dzT = uT * (gT - delta[None, :])
+                        dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
+                        dk += tl.dot(dzT.to(q.dtype), q, input_precision=PREC)
         dk = dk * scale
         kmask = (offs_n[:, None] < Lk) & (offs_d[None, :] < D)
         # DK and DV are allocated alike (strides sgb, sgh, sgn)

@@ -88,12 +88,19 @@ def causal_hi(start_m, Lq, Lk, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
 @triton.jit
 def mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
     """-inf where the key is not visible to the row (padding rows/keys, causal, key padding mask)."""
-    valid = (offs_n[None, :] < Lk) & (offs_m[:, None] < Lq)
+    return mask_scores_b(s, offs_m[:, None], offs_n[None, :], Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
+
+
+@triton.jit
+def mask_scores_b(s, rows, keys, Lq, Lk, KPM_ROW, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
+    """mask_scores with the query rows and keys given as broadcastable 2-D indices: (M, 1) and (1, N) for a
+    (rows, keys) tile, (1, M) and (N, 1) for its transpose (the dk/dv kernel's k·qᵀ)."""
+    valid = (keys < Lk) & (rows < Lq)
     if CAUSAL:
-        valid = valid & (offs_n[None, :] <= offs_m[:, None] + (Lk - Lq))
+        valid = valid & (keys <= rows + (Lk - Lq))
     if HAS_KPM:
-        kp = tl.load(KPM_ROW + offs_n, mask=offs_n < Lk, other=0)
-        valid = valid & (kp[None, :] != 0)
+        kp = tl.load(KPM_ROW + keys, mask=keys < Lk, other=0)
+        valid = valid & (kp != 0)
     return tl.where(valid, s, float("-inf"))
 
 
@@ -172,7 +179,12 @@ def group_reduce_min(v, BLOCK_M: tl.constexpr, RG: tl.constexpr):
 @triton.jit
 def probs(x, tau, inv_a, is_soft, KIND: tl.constexpr):
     """Unnormalized probabilities from scores x (rows) and thresholds tau (per row)."""
-    y = x - tau[:, None]
+    return probs_y(x - tau[:, None], inv_a, is_soft, KIND)
+
+
+@triton.jit
+def probs_y(y, inv_a, is_soft, KIND: tl.constexpr):
+    """Unnormalized probabilities from y = x - τ (any orientation)."""
     if KIND == 0:
         p = tl.exp2(y)
     elif KIND == 1:
@@ -192,7 +204,12 @@ def probs(x, tau, inv_a, is_soft, KIND: tl.constexpr):
 @triton.jit
 def grad_weights(p, x, tau, inv_a, is_soft, KIND: tl.constexpr):
     """u = p^(2-α) on the support (softmax: u = p), the weights of the entmax Jacobian."""
-    y = x - tau[:, None]
+    return grad_weights_y(p, x - tau[:, None], inv_a, is_soft, KIND)
+
+
+@triton.jit
+def grad_weights_y(p, y, inv_a, is_soft, KIND: tl.constexpr):
+    """grad_weights from p and y = x - τ (any orientation)."""
     if KIND == 0:
         u = p
     elif KIND == 1:
@@ -257,12 +274,13 @@ def map_value(v):
 
 @triton.jit
 def tile_list(MAP, s_ent, s_grp, THR, t_ent, t_grp, thr, n, LIST, clear, KCHUNK: tl.constexpr, NG: tl.constexpr,
-              PER_ENTRY_THR: tl.constexpr):
+              PER_ENTRY_THR: tl.constexpr, NCOL: tl.constexpr = 1, ncol_left=1):
     """Compact list of the tiles that may hold a nonzero.
 
     Entry j < n is kept when, for some row group g < NG, the tile map value
-    MAP[j * s_ent + g * s_grp] exceeds the group's threshold: thr[g] (a
-    (NG,) vector), or THR[j * t_ent + g * t_grp] with PER_ENTRY_THR. The kept
+    MAP[j * s_ent + g * s_grp] (with NCOL > 1: the maximum of it and the next
+    NCOL - 1 entries, of which ncol_left exist) exceeds the group's threshold:
+    thr[g] (a (NG,) vector), or THR[j * t_ent + g * t_grp] with PER_ENTRY_THR. The kept
     indices go to LIST[0:count] in increasing order; returns count. With
     `clear`, the map entries of dropped tiles are set to -inf (the τ pass
     rewrites the map in row-relative units; a dropped tile never holds a
@@ -279,6 +297,10 @@ def tile_list(MAP, s_ent, s_grp, THR, t_ent, t_grp, thr, n, LIST, clear, KCHUNK:
         ent = offs.to(tl.int64)[:, None]
         ptrs = MAP + ent * s_ent + offs_g[None, :] * s_grp
         vals = tl.load(ptrs, mask=inb[:, None], other=float("-inf")).to(tl.float32)
+        for cc in tl.static_range(1, NCOL):  # NCOL adjacent map columns (keys) judged together: their maximum
+            cmask = inb[:, None] & ((offs_g[None, :] * 0 + cc) < ncol_left)
+            more = tl.load(ptrs + cc, mask=cmask, other=float("-inf")).to(tl.float32)
+            vals = tl.maximum(vals, more)
         if PER_ENTRY_THR:
             th = tl.load(THR + ent * t_ent + offs_g[None, :] * t_grp, mask=inb[:, None], other=float("inf"))
             hit = vals > th

@@ -70,6 +70,9 @@ class Launch:
     # the same for the dq kernel (run 16, D64: 178 -> 128 registers with 40 bytes of spills, backward on
     # random inputs 16.9 -> 15.4 ms, clustered 1.65 -> 1.49 ms)
     dq_maxnreg: Optional[int] = None
+    # dk/dv programs: key tiles per program and query rows per chunk (backward.dkdv_kernel)
+    dkdv_kpp: int = 1
+    dkdv_qc: int = 0  # 0: BLOCK_M
 
     @property
     def n_groups(self) -> int:
@@ -78,13 +81,16 @@ class Launch:
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     if interpreting():
-        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8)
+        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, dkdv_kpp=2, dkdv_qc=8)
     if dtype == torch.float32 or head_dim > 128:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
     # τ sweeps keep many per-row vectors live and 4 warps spill
     return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128,
-                  dq_maxnreg=128 if head_dim <= 64 else None)
+                  dq_maxnreg=128 if head_dim <= 64 else None,
+                  # dk/dv over 128 keys in 32-row query chunks at D <= 64 (session 5, H200: random 9.82 -> 7.86 ms,
+                  # clustered 0.91 -> 0.87 ms); at D = 128 two key tiles were slower (1.01 -> 1.12 ms clustered)
+                  dkdv_kpp=2 if head_dim <= 64 else 1, dkdv_qc=32 if head_dim <= 64 else 64)
 
 
 def block_d(head_dim: int) -> int:
