@@ -70,6 +70,9 @@ class Launch:
     # the same for the dq kernel (run 16, D64: 178 -> 128 registers with 40 bytes of spills, backward on
     # random inputs 16.9 -> 15.4 ms, clustered 1.65 -> 1.49 ms)
     dq_maxnreg: Optional[int] = None
+    # the same for pass 1 (threshold.rowmax_kernel): at D64 ptxas takes 83 registers for the top-4 tile maxima
+    # (3 programs per SM, pass 1 1.59 -> 2.12 ms on the H200, run 21); capped at 64 it needs 60, no spills
+    rowmax_maxnreg: Optional[int] = None
     # dk/dv programs: key tiles per program and query rows per chunk (backward.dkdv_kernel)
     dkdv_kpp: int = 1
     dkdv_qc: int = 0  # 0: BLOCK_M
@@ -87,10 +90,11 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
     # τ sweeps keep many per-row vectors live and 4 warps spill
     return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128,
-                  dq_maxnreg=128 if head_dim <= 64 else None,
-                  # dk/dv over 128 keys in 32-row query chunks at D <= 64 (session 5, H200: random 9.82 -> 7.86 ms,
-                  # clustered 0.91 -> 0.87 ms); at D = 128 two key tiles were slower (1.01 -> 1.12 ms clustered)
-                  dkdv_kpp=2 if head_dim <= 64 else 1, dkdv_qc=32 if head_dim <= 64 else 64)
+                  dq_maxnreg=128 if head_dim <= 64 else None, rowmax_maxnreg=64 if head_dim <= 64 else None,
+                  # dk/dv over 128 keys in 32-row query chunks (H200, session 5; dk/dv ms before -> after):
+                  # D64 random 9.82 -> 7.86, clustered 0.91 -> 0.84; D128 clustered 1.01 -> 1.10 (one key tile
+                  # per program of the new kernel: 1.55 at 64-row chunks, 1.68 at 128), D128 random 11.4
+                  dkdv_kpp=2, dkdv_qc=32)
 
 
 def block_d(head_dim: int) -> int:
