@@ -68,6 +68,20 @@ if __name__ == "__main__":
                 print(f"D={D} {inputs} dkdv kpp={kpp} qc={qc}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         config.launch_config = base
         sys.exit(0)
+    # `stage_times.py rowgroup`: forward stages and backward kernels with 16- and 8-row tile-map groups
+    if sys.argv[1:2] == ["rowgroup"]:
+        import dataclasses
+
+        base = config.launch_config
+        for rg in (16, 8):
+            config.launch_config = lambda d, dt, rg=rg: dataclasses.replace(base(d, dt), ROW_GROUP=rg)
+            for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
+                t, cand = stages(D, inputs)
+                t_dq, t_dkdv = bwd_stages(D, inputs)
+                print(f"D={D} {inputs} ROW_GROUP={rg}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
+                      f"dq {t_dq} ms, dkdv {t_dkdv} ms, output-tile fraction {cand}", flush=True)
+        config.launch_config = base
+        sys.exit(0)
     # `stage_times.py maxnreg`: the τ kernel with ptxas choosing its registers and capped at 128
     if sys.argv[1:2] == ["maxnreg"]:
         for D, inputs in [(64, "random"), (64, "clustered")]:
