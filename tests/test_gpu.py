@@ -61,6 +61,22 @@ def test_alphas_bf16(alpha):
         assert_close_rule(a, b, c, 3.0, 1e-2, name=f"d{name}")
 
 
+@pytest.mark.parametrize("scale", [-0.09, 0.0])
+def test_negative_and_zero_scale_bf16(scale):
+    """Pass 1's negative-scale variant (q negated) and scale 0 (masked keys stay -inf) on the real launch
+    configuration, with a key padding mask."""
+    q, k, v = (torch.randn(1, 4, 333, 64, device=DEV, dtype=torch.bfloat16).requires_grad_() for _ in range(3))
+    kpm = torch.rand(1, 333, device=DEV) > 0.2
+    kw = dict(causal=True, scale=scale, key_padding_mask=kpm)
+    out = entflash.entmax_attention(q, k, v, **kw)
+    dout = torch.randn_like(out)
+    g = torch.autograd.grad(out, (q, k, v), dout)
+    (ref, gref), (low, glow) = _ref_and_low(q, k, v, dout, **kw)
+    assert_close_rule(out, ref, low, 2.0, 1e-3)
+    for name, a, b, c in zip("qkv", g, gref, glow):
+        assert_close_rule(a, b, c, 3.0, 1e-2, name=f"d{name}")
+
+
 def _sampled_rows_check(q, k, v, out, tau, rows, causal):
     """out and Σp = 1 on sampled rows against the float32 torch path."""
     D = q.shape[-1]

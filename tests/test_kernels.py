@@ -138,6 +138,23 @@ def test_return_stats_and_row_sums():
         assert tau_ok.all()
 
 
+@pytest.mark.parametrize("scale", [-0.7, 0.0, 0.3])
+@pytest.mark.parametrize("alpha", [1.5, 1.25])
+def test_negative_and_zero_scale_kernels(scale, alpha):
+    """Pass 1 scales row maxima instead of scores (q negated for a negative scale): the row maxima, and so
+    τ and the output, must equal those of the scores fl(q·k · scale) for negative, zero and positive scales,
+    with padded keys and a causal mask (-inf stays -inf at scale 0)."""
+    q, k, v = rand_qkv(1, 2, 1, 21, 37, 16, device=DEV, requires_grad=True)
+    kpm = torch.rand(1, 37, device=DEV) > 0.3
+    kw = dict(alpha=alpha, causal=True, scale=scale, key_padding_mask=kpm)
+    res = _run(q, k, v, **kw)
+    _check(q, k, v, res, **kw)
+    if scale == 0.0:  # uniform weights over each row's visible keys: entmax of equal scores
+        vis = kpm[0][None, :] & (torch.arange(37, device=DEV)[None, :] <= torch.arange(21, device=DEV)[:, None] + 16)
+        w = vis.float() / vis.float().sum(1, keepdim=True)
+        torch.testing.assert_close(res["out"][0, 0], w @ v[0, 0].detach(), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("alpha", [1.5, 2.0])
 @pytest.mark.parametrize("causal", [True, False])
 def test_pass1_lower_bound_is_a_bound(alpha, causal):

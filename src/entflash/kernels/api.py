@@ -171,7 +171,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
 
     def pass1():
         # pass 1 writes the τ pass's lower bound into tau (α = 1.5 / 2); the τ pass overwrites it
-        rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, **g.meta,
+        rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, NEG_SCALE=scale < 0, **g.meta,
                             **_regcap("rowmax", g.launch.rowmax_maxnreg))
 
     def tau_launch(first, n_loop, cap):

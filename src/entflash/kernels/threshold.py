@@ -42,8 +42,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    block_offsets, block_tile_list, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha, load_rows,
-    map_value, program_ids, query_block, query_block_id, row_offset, score_tile,
+    block_offsets, block_tile_list, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha, load_cols,
+    load_rows, map_value, mask_scores, needs_mask, program_ids, query_block, query_block_id, row_offset, score_tile,
 )
 
 
@@ -101,7 +101,7 @@ def rowmax_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, NEG_SCALE: tl.constexpr,
 ):
     """Pass 1: row maxima (M), the tile map (TMAX) and, for α = 1.5 / 2, the τ pass's lower bound
     (top4_bound, into TAU0)."""
@@ -126,13 +126,25 @@ def rowmax_kernel(
         t2 = tl.full([BLOCK_M], float("-inf"), tl.float32)
         t3 = tl.full([BLOCK_M], float("-inf"), tl.float32)
         t4 = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        # the scale is applied to the row maxima of q·kᵀ, not to every score: fl(d·|s|) is monotone in d, so
+        # fl(max_j d_j · |s|) = max_j fl(d_j · |s|) bit for bit, and with q negated (exact) for s < 0 the
+        # products equal fl(d · s), the scores every other kernel computes. -inf (masked) stays -inf
+        # (also for s = 0); NaN stays NaN. NEG_SCALE (scale < 0, known on the host; α - 1 > 0) is its own
+        # variant: negating q in registers makes the dot take it from registers, which costs the common
+        # case 8 registers and spills under the 64-register cap.
+        if NEG_SCALE:
+            q = -q
+        s_abs = tl.abs(qk_scale)
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
-            _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
-                              D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+            kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+            d = tl.dot(q, kT, input_precision=PREC)
+            if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
+                d = mask_scores(d, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
             # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
-            xm = tl.reduce(x, 1, _max_nan)
+            xm = tl.reduce(d, 1, _max_nan)
+            xm = tl.where(xm > float("-inf"), xm * s_abs, xm)
             if TOP4:  # insert xm into (m, t2, t3, t4)
                 lo_ = tl.minimum(m, xm)
                 t4 = tl.maximum(t4, tl.minimum(t3, lo_))
