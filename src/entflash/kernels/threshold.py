@@ -187,16 +187,22 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
     h2 = tl.zeros([BLOCK_M, HN], tl.float32)
     h3 = tl.full([BLOCK_M, HN], INF, tl.float32)
     count = block_tile_list(tmax_row, n_kblk, thr, n_tiles, tlist, FIRST, KCHUNK, NG)
+    # the map rewrite below computes max(x) - m as max(y) + (τ - m): a few ulps of m above, so that its
+    # rounding never lowers an entry below a score's true x - m (tiles must not be skipped wrongly)
+    rel_shift = tau - m_safe + 2.5e-7 * tl.abs(m_safe)
     for i in range(0, count):
         tile = tl.load(tlist + i)
         start_n = tile * BLOCK_N
         offs_n = start_n + offs_n0
-        _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
-                          kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+        # y = x - τ as one fused multiply-add of the raw q·kᵀ (x = qk_scale · q·kᵀ), masked afterwards: one
+        # instruction per score fewer than scaling first (the mask test sits between the two otherwise)
+        kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+        y = tl.dot(q, kT, input_precision=PREC) * qk_scale - tau[:, None]
+        if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
+            y = mask_scores(y, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
         if FIRST:
-            rel = group_reduce_max(tl.max(x, 1) - m_safe, BLOCK_M, RG)
+            rel = group_reduce_max(tl.max(y, 1) + rel_shift, BLOCK_M, RG)
             tl.store(tmax_row + offs_g * n_kblk + tile, map_value(rel))
-        y = x - tau[:, None]
         ins = y > 0
         if KIND == 3:
             yp = tl.where(ins, y, 1.0)
@@ -206,7 +212,7 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
             h1 += fold_sum(tl.where(ins, t1, 0.0), BLOCK_M, BLOCK_N)
             h2 += fold_sum(tl.where(ins, t1 / yp, 0.0), BLOCK_M, BLOCK_N)
         else:
-            yz = tl.where(ins, y, 0.0)
+            yz = tl.maximum(y, 0.0)
             h0 += fold_sum(ins.to(tl.float32), BLOCK_M, BLOCK_N)
             h1 += fold_sum(yz, BLOCK_M, BLOCK_N)
             if KIND == 2:
