@@ -129,9 +129,9 @@ def rowmax_kernel(
         # the scale is applied to the row maxima of q·kᵀ, not to every score: fl(d·|s|) is monotone in d, so
         # fl(max_j d_j · |s|) = max_j fl(d_j · |s|) bit for bit, and with q negated (exact) for s < 0 the
         # products equal fl(d · s), the scores every other kernel computes. -inf (masked) stays -inf
-        # (also for s = 0); NaN stays NaN. NEG_SCALE (scale < 0, known on the host; α - 1 > 0) is its own
-        # variant: negating q in registers makes the dot take it from registers, which costs the common
-        # case 8 registers and spills under the 64-register cap.
+        # (also for s = 0); NaN stays NaN. NEG_SCALE (scale < 0, known on the host: α - 1 >= 0 as documented,
+        # α = 1 heads use log2 e) is its own variant: negating q in registers makes the dot take it from
+        # registers, which costs the common case 8 registers and spills under the 64-register cap.
         if NEG_SCALE:
             q = -q
         s_abs = tl.abs(qk_scale)
