@@ -13,10 +13,11 @@ from stage_times import forward_setup
 from entflash.kernels import api, config
 
 
-def tile_shares(g, m, tmax, taumin=None):
+def tile_shares(g, m, tmax, taumin=None, lb=None):
     """Shares of the causal (query block, key tile) pairs: dropped by pass 1 (-inf map entry), visited by
-    sweep 0 (score-unit entry above the group's min of m - 1; tmax as pass 1 left it), or, with taumin, by
-    the output pass (row-relative entry above the group's τ_min; tmax as the τ pass left it)."""
+    sweep 0 (score-unit entry above the group's min of the rows' lower bounds lb, pass 1's top4_bound, or
+    m - 1 without it; tmax as pass 1 left it), or, with taumin, by the output pass (row-relative entry above
+    the group's τ_min; tmax as the τ pass left it)."""
     L, BH = g.launch, g.B * g.H
     NG = L.n_groups
     t = tmax.float().view(BH, g.n_qblk, NG, g.n_kblk)
@@ -30,7 +31,13 @@ def tile_shares(g, m, tmax, taumin=None):
     mp = torch.full((BH, g.n_qblk * L.BLOCK_M), float("-inf"), device=m.device)
     mp[:, :g.Nq] = m.reshape(BH, g.Nq)
     mg = mp.view(BH, g.n_qblk, NG, L.ROW_GROUP)
-    thr = torch.where(mg > float("-inf"), mg - 1.0, torch.full_like(mg, float("inf"))).amin(-1)
+    low = mg - 1.0
+    if lb is not None:  # the τ kernel's rule: the bound where it lies in (m - 1, m), else m - 1
+        lp = torch.full_like(mp, float("-inf"))
+        lp[:, :g.Nq] = lb.reshape(BH, g.Nq)
+        lg = lp.view(BH, g.n_qblk, NG, L.ROW_GROUP)
+        low = torch.where((lg > low) & (lg < mg), lg, low)
+    thr = torch.where(mg > float("-inf"), low, torch.full_like(mg, float("inf"))).amin(-1)
     hit = (t > thr[..., None]).any(2) & causal
     dropped = ((t == float("-inf")).all(2)) & causal
     return {"dropped": dropped.sum().item() / total, "sweep0": hit.sum().item() / total}
@@ -52,7 +59,7 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
         f1()
         if r == reps:
             torch.cuda.synchronize()
-            shares.update(tile_shares(g, m, tmax))
+            shares.update(tile_shares(g, m, tmax, lb=tau))  # after pass 1, tau holds its lower bound
         evs = [torch.cuda.Event(enable_timing=True) for _ in range(n_iters + 1)]
         evs[0].record()
         first()
