@@ -68,6 +68,28 @@ if __name__ == "__main__":
                 print(f"D={D} {inputs} dkdv kpp={kpp} qc={qc}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         config.launch_config = base
         sys.exit(0)
+    # `stage_times.py occupancy`: forward stages and backward kernels under per-kernel pipeline depths and
+    # register caps (config.Launch knobs: rowmax_stages, split_stages, dq_stages, dq_maxnreg, output_maxnreg)
+    if sys.argv[1:2] == ["occupancy"]:
+        import dataclasses
+
+        base = config.launch_config
+        s3 = dict(rowmax_stages=3, split_stages=3)
+        d128 = dict(output_maxnreg=128, dq_stages=1, dq_maxnreg=128)
+        plan = [(64, "clustered", [{}, dict(rowmax_stages=3), dict(split_stages=3), s3]),
+                (64, "random", [{}, s3]),
+                (128, "clustered", [{}, dict(output_maxnreg=128), dict(dq_stages=1), dict(dq_stages=1, dq_maxnreg=128),
+                                    dict(rowmax_stages=1, rowmax_maxnreg=64), dict(split_stages=3)]),
+                (128, "random", [{}, d128])]
+        for D, inputs, variants in plan:
+            for fields in variants:
+                config.launch_config = lambda d, dt, f=fields: dataclasses.replace(base(d, dt), **f)
+                t, cand = stages(D, inputs)
+                t_dq, t_dkdv = bwd_stages(D, inputs)
+                print(f"D={D} {inputs} {fields or 'default'}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
+                      f"dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        config.launch_config = base
+        sys.exit(0)
     # `stage_times.py rowgroup`: forward stages and backward kernels with 16- and 8-row tile-map groups
     if sys.argv[1:2] == ["rowgroup"]:
         import dataclasses

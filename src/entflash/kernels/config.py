@@ -73,6 +73,17 @@ class Launch:
     # the same for pass 1 (threshold.rowmax_kernel): at D64 ptxas takes 83 registers for the top-4 tile maxima
     # (3 programs per SM, pass 1 1.59 -> 2.12 ms on the H200, run 21); capped at 64 it needs 60, no spills
     rowmax_maxnreg: Optional[int] = None
+    # the same for the output kernel (sm_90 offline at D128: 167 registers, one 8-warp program per SM; 128
+    # with 24 bytes of spills would allow two within its 96 KB of shared memory). Not measured: None
+    output_maxnreg: Optional[int] = None
+    # per-kernel software-pipeline depth (None: num_stages), experiment knobs measured by
+    # benchmarks/stage_times.py occupancy: pass 1, the split τ pass's one-sweep launches, dq. At num_stages 2
+    # pass 1 and the sweeps load the next K tile at the end of the loop body and wait for it at the top
+    # (SASS: DEPBAR.LE SB0, 0x0); at 3 one load stays in flight (0x1) at the same registers. dq at D128 holds
+    # 128 KB of shared memory at 2 stages (one program per SM), 96 KB at 1.
+    rowmax_stages: Optional[int] = None
+    split_stages: Optional[int] = None
+    dq_stages: Optional[int] = None
     # dk/dv programs: key tiles per program and query rows per chunk (backward.dkdv_kernel)
     dkdv_kpp: int = 1
     dkdv_qc: int = 0  # 0: BLOCK_M
