@@ -121,11 +121,11 @@ def needs_mask(start_m, start_n, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.cons
 
 
 @triton.jit
-def masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, need_mask, CAUSAL: tl.constexpr,
-               HAS_KPM: tl.constexpr, PREC: tl.constexpr):
-    """x = qk_scale · q kT with invisible keys at -inf (masking only when need_mask)."""
-    s = tl.dot(q, kT, input_precision=PREC) * qk_scale
-    if need_mask:
+def mask_tile(s, start_m, start_n, offs_m, offs_n, Lq, Lk, KPM_ROW, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
+    """A (rows, keys) tile of values s with invisible keys at -inf; the test runs only on tiles that need it
+    (needs_mask). Callers apply it after their own elementwise transform of q·kᵀ (scale, - τ)."""
+    if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
         s = mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
     return s
 
@@ -136,8 +136,13 @@ def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn,
                PREC: tl.constexpr):
     """Load K^T for keys offs_n (= start_n + arange) and return (kT, masked scores x) of the tile."""
     kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
+    # the mask test before the dot, not inside mask_tile after it: that order is what the dq kernel's SASS
+    # (and its measured times) come from
     nm = needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
-    return kT, masked_dot(q, kT, offs_m, offs_n, Lq, Lk, qk_scale, KPM_ROW, nm, CAUSAL, HAS_KPM, PREC)
+    x = tl.dot(q, kT, input_precision=PREC) * qk_scale
+    if nm:
+        x = mask_scores(x, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
+    return kT, x
 
 
 @triton.jit

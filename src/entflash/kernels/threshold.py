@@ -43,7 +43,7 @@ import triton.language as tl
 
 from .common import (
     block_offsets, block_tile_list, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha, load_cols,
-    load_rows, map_value, mask_scores, needs_mask, program_ids, query_block, query_block_id, row_offset, score_tile,
+    load_rows, map_value, mask_tile, program_ids, query_block, query_block_id, row_offset, score_tile,
 )
 
 
@@ -138,9 +138,8 @@ def rowmax_kernel(
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + offs_n0
             kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-            d = tl.dot(q, kT, input_precision=PREC)
-            if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
-                d = mask_scores(d, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+            d = mask_tile(tl.dot(q, kT, input_precision=PREC), start_m, start_n, offs_m, offs_n, Lq, Lk, kpm_row,
+                          BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
             # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
             xm = tl.reduce(d, 1, _max_nan)
@@ -197,9 +196,8 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
         # y = x - τ as one fused multiply-add of the raw q·kᵀ (x = qk_scale · q·kᵀ), masked afterwards: one
         # instruction per score fewer than scaling first (the mask test sits between the two otherwise)
         kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
-        y = tl.dot(q, kT, input_precision=PREC) * qk_scale - tau[:, None]
-        if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
-            y = mask_scores(y, offs_m, offs_n, Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+        y = mask_tile(tl.dot(q, kT, input_precision=PREC) * qk_scale - tau[:, None], start_m, start_n, offs_m, offs_n,
+                      Lq, Lk, kpm_row, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
         if FIRST:
             rel = group_reduce_max(tl.max(y, 1) + rel_shift, BLOCK_M, RG)
             tl.store(tmax_row + offs_g * n_kblk + tile, map_value(rel))
