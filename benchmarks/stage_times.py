@@ -4,6 +4,8 @@ The τ pass rewrites the tile map that pass 1 wrote, so stages are timed cumulat
 (pass 1; pass 1 + τ; all three) and reported as differences.
 `stage_times.py bwd`: the backward's two kernels (dq with δ, then dk/dv) after one forward.
 """
+import contextlib
+import dataclasses
 import sys
 
 import torch
@@ -11,6 +13,17 @@ from triton.testing import do_bench
 
 from entflash.bench.inputs import make_inputs
 from entflash.kernels import api, config
+
+
+@contextlib.contextmanager
+def launch_fields(**fields):
+    """config.launch_config with some config.Launch fields replaced (a measured variant), restored after."""
+    base = config.launch_config
+    config.launch_config = lambda d, dt: dataclasses.replace(base(d, dt), **fields)
+    try:
+        yield
+    finally:
+        config.launch_config = base
 
 
 def forward_setup(D, inputs, causal=True, N=16384, B=2, H=16):
@@ -56,24 +69,23 @@ if __name__ == "__main__":
         sys.exit(0)
     # `stage_times.py dkdv`: the dk/dv kernel under (key tiles per program, query rows per chunk) variants
     if sys.argv[1:2] == ["dkdv"]:
-        import dataclasses
-
-        base = config.launch_config
         for D, inputs, variants in [(128, "clustered", [(1, 64), (1, 128), (2, 32)]),
                                     (128, "random", [(1, 64), (1, 128), (2, 32)]), (64, "clustered", [(2, 32)])]:
             for kpp, qc in variants:
-                config.launch_config = lambda d, dt, kpp=kpp, qc=qc: dataclasses.replace(base(d, dt), dkdv_kpp=kpp,
-                                                                                         dkdv_qc=qc)
-                t_dq, t_dkdv = bwd_stages(D, inputs)
+                with launch_fields(dkdv_kpp=kpp, dkdv_qc=qc):
+                    t_dq, t_dkdv = bwd_stages(D, inputs)
                 print(f"D={D} {inputs} dkdv kpp={kpp} qc={qc}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
-        config.launch_config = base
         sys.exit(0)
+
+    def fwd_bwd(D, inputs):
+        """Forward stage times and the backward's two kernels under the current launch configuration."""
+        t, cand = stages(D, inputs)
+        t_dq, t_dkdv = bwd_stages(D, inputs)
+        return f"pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, dq {t_dq} ms, dkdv {t_dkdv} ms", cand
+
     # `stage_times.py occupancy`: forward stages and backward kernels under per-kernel pipeline depths and
     # register caps (config.Launch knobs: rowmax_stages, split_stages, dq_stages, dq_maxnreg, output_maxnreg)
     if sys.argv[1:2] == ["occupancy"]:
-        import dataclasses
-
-        base = config.launch_config
         s3 = dict(rowmax_stages=3, split_stages=3)
         d128 = dict(output_maxnreg=128, dq_stages=1, dq_maxnreg=128)
         plan = [(64, "clustered", [{}, dict(rowmax_stages=3), dict(split_stages=3), s3]),
@@ -83,26 +95,17 @@ if __name__ == "__main__":
                 (128, "random", [{}, d128])]
         for D, inputs, variants in plan:
             for fields in variants:
-                config.launch_config = lambda d, dt, f=fields: dataclasses.replace(base(d, dt), **f)
-                t, cand = stages(D, inputs)
-                t_dq, t_dkdv = bwd_stages(D, inputs)
-                print(f"D={D} {inputs} {fields or 'default'}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
-                      f"dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
-        config.launch_config = base
+                with launch_fields(**fields):
+                    line, _ = fwd_bwd(D, inputs)
+                print(f"D={D} {inputs} {fields or 'default'}: {line}", flush=True)
         sys.exit(0)
     # `stage_times.py rowgroup`: forward stages and backward kernels with 16- and 8-row tile-map groups
     if sys.argv[1:2] == ["rowgroup"]:
-        import dataclasses
-
-        base = config.launch_config
         for rg in (16, 8):
-            config.launch_config = lambda d, dt, rg=rg: dataclasses.replace(base(d, dt), ROW_GROUP=rg)
-            for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
-                t, cand = stages(D, inputs)
-                t_dq, t_dkdv = bwd_stages(D, inputs)
-                print(f"D={D} {inputs} ROW_GROUP={rg}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
-                      f"dq {t_dq} ms, dkdv {t_dkdv} ms, output-tile fraction {cand}", flush=True)
-        config.launch_config = base
+            with launch_fields(ROW_GROUP=rg):
+                for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
+                    line, cand = fwd_bwd(D, inputs)
+                    print(f"D={D} {inputs} ROW_GROUP={rg}: {line}, output-tile fraction {cand}", flush=True)
         sys.exit(0)
     # `stage_times.py maxnreg`: the τ kernel with ptxas choosing its registers and capped at 128
     if sys.argv[1:2] == ["maxnreg"]:
