@@ -15,7 +15,7 @@ from entflash.kernels import api, config
 
 def tile_shares(g, m, tmax, taumin=None, lb=None):
     """Shares of the causal (query block, key tile) pairs: dropped by pass 1 (-inf map entry), visited by
-    sweep 0 (score-unit entry above the group's min of the rows' lower bounds lb, pass 1's top4_bound, or
+    sweep 0 (score-unit entry above the group's min of the rows' lower bounds lb, pass 1's top_bound, or
     m - 1 without it; tmax as pass 1 left it), or, with taumin, by the output pass (row-relative entry above
     the group's τ_min; tmax as the τ pass left it)."""
     L, BH = g.launch, g.B * g.H

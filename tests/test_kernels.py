@@ -158,7 +158,7 @@ def test_negative_and_zero_scale_kernels(scale, alpha):
 @pytest.mark.parametrize("alpha", [1.5, 2.0])
 @pytest.mark.parametrize("causal", [True, False])
 def test_pass1_lower_bound_is_a_bound(alpha, causal):
-    """Pass 1's τ lower bound (threshold.top4_bound, from each row's four largest tile maxima) lies in
+    """Pass 1's τ lower bound (threshold.top_bound, from 16 large scores of each row) lies in
     [m - 1, τ] for every row, and above m - 1 where a row's top scores sit close together; the pipeline
     that starts from it is exact."""
     from entflash.kernels import api
@@ -189,6 +189,24 @@ def test_pass1_lower_bound_is_a_bound(alpha, causal):
     assert torch.isnan(out.cpu()[~fin]).all()
     low = naive_entmax_attention(q.cpu(), k.cpu(), v.cpu(), **{**kw, "key_padding_mask": kpm.cpu()})
     assert_close_rule(out.cpu()[fin], ref[fin], low[fin], 2.0, 2e-5)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_tau_exact_on_dense_rows(alpha):
+    """Dense rows (random q and k: a few dozen nonzeros among ~300 keys in 21 tiles, scores packed around τ, and
+    near-ties across tiles): the τ pass accepts a closed-form root only when no score lies between it and the
+    iterate, also below the iterate (Halley overshoots; the later sweeps visit the tiles up to W below τ for
+    that), and must give the oracle's support and τ in every row. The overshoot branch runs here: poisoning
+    the roots it accepts fails this test."""
+    q, k, v = rand_qkv(1, 4, 4, 96, 333, 16, device=DEV, scale=0.8 if alpha == 1.5 else 0.4)
+    k[:, :, 170:] = k[:, :, 7:170] * (1 + 3e-3 * torch.randn_like(k[:, :, 7:170]))  # near-ties in other tiles
+    res = entflash.entmax_attention(q, k, v, alpha=alpha, return_stats=True, backend="triton")
+    ref = oracle(q, k, v, alpha=alpha, return_stats=True)
+    assert (ref.support > 8).float().mean() > 0.9  # dense enough to need several sweeps
+    assert torch.equal(res.support.cpu(), ref.support)
+    tau, tref = res.tau.double().cpu(), ref.tau
+    assert ((tau - tref).abs() <= 2e-6 * (1 + tref.abs())).all(), (tau - tref).abs().max()
+    assert (res.out.double().cpu() - ref.out).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])

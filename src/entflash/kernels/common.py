@@ -170,6 +170,22 @@ def fold_min(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def fold_max4(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) -> (BLOCK_M, 4): NaN-propagating maxima of four column subsets, output column t over
+    the columns c with (c // 2) % 4 == t. In the MMA layout those are the columns one thread of a quad holds
+    (pairs 2c', 2c'+1 with c' = 4j + t), so, like fold_sum, nothing leaves a thread: four partial row maxima
+    per tile at the price of the in-thread half of a row reduction."""
+    a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
+    w = tl.reshape(_max_nan(a, b), (BLOCK_M, BLOCK_N // 8, 4))
+    return tl.reduce(w, 1, _max_nan)
+
+
+@triton.jit
 def group_reduce_max(v, BLOCK_M: tl.constexpr, RG: tl.constexpr):
     """Maxima of consecutive groups of RG entries of a (BLOCK_M,) vector: (BLOCK_M // RG,)."""
     return tl.max(tl.reshape(v, (BLOCK_M // RG, RG)), 1)

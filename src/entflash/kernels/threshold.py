@@ -6,10 +6,11 @@ and BLOCK_N keys, the maximum score (rounded up to bfloat16). For entmax,
 τ_i >= m_i - 1 (x units), so a tile whose group maxima are all at most the
 groups' min_i (m_i - 1) can never hold a nonzero and no later pass reads it.
 Pass 1 already drops (-inf) the tiles whose maxima lie more than 1 below the
-running maximum of every row of the group. For α = 1.5 and 2 it also keeps
-each row's four largest tile maxima (four different scores): the threshold of
-those four alone is a lower bound of τ_i, at least m_i - 1 and often well above
-it (top4_bound); sweep 0 starts there and visits only the tiles above it.
+running maximum of every row of the group. For α = 1.5 and 2 it also keeps,
+per row, the four largest maxima of each of four column subsets (those one
+thread holds, common.fold_max4): 16 different scores whose threshold alone is
+a lower bound of τ_i, at least m_i - 1 and on dense rows within ~0.01 of τ_i
+(top_bound); sweep 0 starts there and visits only the tiles above it.
 
 The τ pass then runs as many sweeps over the candidate tiles as needed, in
 one launch with a loop over sweeps, or, on large inputs (config.TAU_SPLIT),
@@ -18,10 +19,12 @@ one launch per sweep with the per-row iteration state in memory (tau_kernel):
 * α = 1.5 and 2 (KIND 2 / 1): steps from pass 1's lower bound (α = 2: the
   closed form on the current set, i.e. Michelot; α = 1.5: Halley, Newton after
   an overshoot), kept inside a bracket; each sweep also solves the closed form
-  on the current set {x > τ} and accepts it when it is consistent (no member
-  below it, nothing outside above it). That root is the exact τ (up to float32
-  rounding of the sums); a row whose next step is below the tolerance is
-  accepted as is. Usually 4-6 sweeps.
+  on the current set {x > τ} and accepts its root τ + t when no score lies
+  between τ and τ + t, on either side: |t| <= min over the row of |x - τ| (the
+  set is then the support at τ + t, so that root is the exact τ up to float32
+  rounding of the sums; this also accepts an iterate that overshot τ with the
+  right support). A row whose next step is below the tolerance is accepted as
+  is. Usually 2-3 sweeps.
 * any other α (KIND 3, per-head runtime α): a safeguarded Halley iteration
   on the bracket [m - 1, m] until the Newton step is below ~1e-6 (relative),
   then that last step if it stays inside the bracket.
@@ -42,8 +45,9 @@ import triton
 import triton.language as tl
 
 from .common import (
-    block_offsets, block_tile_list, fold_min, fold_sum, group_reduce_max, group_reduce_min, head_alpha, load_cols,
-    load_rows, map_value, mask_tile, program_ids, query_block, query_block_id, row_offset, score_tile,
+    _max_nan, block_offsets, block_tile_list, fold_max4, fold_min, fold_sum, group_reduce_max, group_reduce_min,
+    head_alpha, load_cols, load_rows, map_value, mask_tile, program_ids, query_block, query_block_id, row_offset,
+    score_tile,
 )
 
 
@@ -56,42 +60,28 @@ def rel_thr(tau, m):
 
 
 @triton.jit
-def _top_step(r, s1, s2, d, j, KIND: tl.constexpr):
-    """top4_bound's step to the j-th largest score (d = its value - m): the closed-form root on the top j,
-    kept (as τ - m) when consistent (below d)."""
+def top_bound(m, vals, KIND: tl.constexpr, NV: tl.constexpr):
+    """A lower bound of τ (α = 1.5: KIND 2, α = 2: KIND 1) from NV different scores of a row, vals (BLOCK_M, NV),
+    among them the row maximum m (-inf where a row saw fewer): the threshold of the same problem on those
+    scores alone, since the full sum Σ (x - τ)_+^p is at least the sum over any subset. Sort-based: the closed
+    form on the j largest, kept when consistent (below the j-th), the largest such; j = 1 gives m - 1."""
+    s = tl.sort(vals, 1, descending=True)
+    d = s - m[:, None]
     ok = d > float("-inf")  # False for absent entries and NaN rows
-    d = tl.where(ok, d, 0.0)
-    s1 += d
-    s2 += d * d
+    dz = tl.where(ok, d, 0.0)
+    s1 = tl.cumsum(dz, 1)
+    j = (tl.arange(0, NV) + 1).to(tl.float32)[None, :]
     if KIND == 1:
         c = (s1 - 1.0) / j
     else:
+        s2 = tl.cumsum(dz * dz, 1)
         mean = s1 / j
         arg = (1.0 - (s2 - s1 * mean)) / j
         ok = ok & (arg >= 0.0)
         c = mean - tl.sqrt(tl.maximum(arg, 0.0))
-    return tl.where(ok & (c < d), c, r), s1, s2
-
-
-@triton.jit
-def top4_bound(m, t2, t3, t4, KIND: tl.constexpr):
-    """A lower bound of τ (α = 1.5: KIND 2, α = 2: KIND 1) from a row's four largest tile maxima m >= t2 >=
-    t3 >= t4 (maxima of different tiles, so four different scores; -inf where the row saw fewer tiles): the
-    root of the same problem on those four scores alone (sort-based, largest consistent support), since
-    the full sum Σ (x - τ)_+^p is at least the sum over any subset. j = 1 gives the classic m - 1."""
-    r = tl.full(m.shape, -1.0, tl.float32)  # τ - m
-    s1 = tl.zeros(m.shape, tl.float32)
-    s2 = tl.zeros(m.shape, tl.float32)
-    r, s1, s2 = _top_step(r, s1, s2, t2 - m, 2.0, KIND)
-    r, s1, s2 = _top_step(r, s1, s2, t3 - m, 3.0, KIND)
-    r, s1, s2 = _top_step(r, s1, s2, t4 - m, 4.0, KIND)
+    r = tl.max(tl.where(ok & (c < d), c, -1.0), 1)  # τ - m
     # margin against float rounding of the sums (the bound decides which tiles sweep 0 may skip)
     return m + r - 1e-5 * (1.0 + tl.abs(m))
-
-
-@triton.jit
-def _max_nan(a, b):
-    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
@@ -104,7 +94,7 @@ def rowmax_kernel(
     PREC: tl.constexpr, RG: tl.constexpr, NEG_SCALE: tl.constexpr,
 ):
     """Pass 1: row maxima (M), the tile map (TMAX) and, for α = 1.5 / 2, the τ pass's lower bound
-    (top4_bound, into TAU0)."""
+    (top_bound, into TAU0)."""
     pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -121,11 +111,13 @@ def rowmax_kernel(
         # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
         map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
         tmax_row = TMAX + map_off + offs_g * n_kblk
-        # α = 1.5 / 2: the second to fourth largest tile maxima of each row (top4_bound)
+        # α = 1.5 / 2: each thread's four largest partial maxima (fold_max4: per tile, the maxima of four column
+        # subsets, those of a thread in the MMA layout), (BLOCK_M, 4) each: 16 different scores per row for top_bound
         TOP4: tl.constexpr = (KIND == 1) or (KIND == 2)
-        t2 = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        t3 = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        t4 = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        t1 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
+        t2 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
+        t3 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
+        t4 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
         # the scale is applied to the row maxima of q·kᵀ, not to every score: fl(d·|s|) is monotone in d, so
         # fl(max_j d_j · |s|) = max_j fl(d_j · |s|) bit for bit, and with q negated (exact) for s < 0 the
         # products equal fl(d · s), the scores every other kernel computes. -inf (masked) stays -inf
@@ -142,13 +134,19 @@ def rowmax_kernel(
                           BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
             # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
-            xm = tl.reduce(d, 1, _max_nan)
-            xm = tl.where(xm > float("-inf"), xm * s_abs, xm)
-            if TOP4:  # insert xm into (m, t2, t3, t4)
-                lo_ = tl.minimum(m, xm)
-                t4 = tl.maximum(t4, tl.minimum(t3, lo_))
-                t3 = tl.maximum(t3, tl.minimum(t2, lo_))
+            if TOP4:
+                pm = fold_max4(d, BLOCK_M, BLOCK_N)
+                xm = tl.reduce(pm, 1, _max_nan)
+                pv = tl.where(pm > float("-inf"), pm * s_abs, pm)
+                lo_ = tl.minimum(t1, pv)  # insert pv into (t1, t2, t3, t4); a NaN is not inserted
+                t1 = tl.maximum(t1, pv)
+                lo2 = tl.minimum(t2, lo_)
                 t2 = tl.maximum(t2, lo_)
+                t4 = tl.maximum(t4, tl.minimum(t3, lo2))
+                t3 = tl.maximum(t3, lo2)
+            else:
+                xm = tl.reduce(d, 1, _max_nan)
+            xm = tl.where(xm > float("-inf"), xm * s_abs, xm)
             m = _max_nan(m, xm)
             entry = map_value(group_reduce_max(xm, BLOCK_M, RG))
             if KIND != 0:
@@ -167,7 +165,8 @@ def rowmax_kernel(
         stat = row_offset(b, h, qs, smb, smh, 1) + offs_m
         tl.store(M + stat, m, mask=offs_m < Lq)
         if TOP4:
-            tl.store(TAU0 + stat, top4_bound(m, t2, t3, t4, KIND), mask=offs_m < Lq)
+            vals = tl.reshape(tl.join(tl.join(t1, t2), tl.join(t3, t4)), (BLOCK_M, 16))
+            tl.store(TAU0 + stat, top_bound(m, vals, KIND, 16), mask=offs_m < Lq)
 
 
 @triton.jit
@@ -176,8 +175,8 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
                 BLOCK_N: tl.constexpr, RG: tl.constexpr, KIND: tl.constexpr, CAUSAL: tl.constexpr,
                 HAS_KPM: tl.constexpr, PREC: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr,
                 NG: tl.constexpr):
-    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step). NG: the query
-    block's row groups (tile map rows, thr)."""
+    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step) and, for α = 1.5 / 2,
+    the distance min |x - τ| from τ to the nearest score. NG: the query block's row groups (tile map rows, thr)."""
     INF: tl.constexpr = float("inf")
     HN: tl.constexpr = BLOCK_N // 4
     # per-row sums accumulate in quarter tiles and are reduced once after the loop (fold_sum)
@@ -215,13 +214,16 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
             h1 += fold_sum(yz, BLOCK_M, BLOCK_N)
             if KIND == 2:
                 h2 += fold_sum(yz * yz, BLOCK_M, BLOCK_N)
-            h3 = tl.minimum(h3, fold_min(tl.where(ins, y, INF), BLOCK_M, BLOCK_N))
+            # min |y| over every score (one min with an |.| operand): the nearest score to τ on either side
+            h3 = tl.minimum(h3, fold_min(tl.abs(y), BLOCK_M, BLOCK_N))
     return tl.sum(h0, 1), tl.sum(h1, 1), tl.sum(h2, 1), tl.min(h3, 1)
 
 
 @triton.jit
-def _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.constexpr):
-    """Accept the rows whose τ is exact and take the next iterate for the others (module docstring)."""
+def _step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.constexpr, W: tl.constexpr):
+    """Accept the rows whose τ is exact and take the next iterate for the others (module docstring). W: how far
+    below τ the sweep's tiles reach (scores in the tiles it skipped are at most τ - W), and so how far below τ a
+    root may be accepted: 0 for sweep 0, whose τ is a lower bound."""
     if KIND == 3:
         # f = Σ y^s - 1, f' = -s Σ y^(s-1), f'' = s (s-1) Σ y^(s-2)
         f = c0 - 1.0
@@ -259,8 +261,12 @@ def _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.cons
             fp = -2.0 * tl.maximum(c1, 1e-30)
             den = 2.0 * fp * fp - f * 2.0 * c0
             step = tl.where((f > 0) & (den > 0), -2.0 * f * fp / tl.where(den > 0, den, 1.0), -f / fp)
+        # exact when no score lies between τ and the root τ + t (either side; dmin covers the visited tiles, W
+        # the skipped ones): the set {x > τ} is then the support at τ + t. Accepts iterates below τ* and, unlike
+        # a test on the members alone, those that overshot it with the right support (Halley's second iterate
+        # often does, by 1e-5..3e-4 on dense rows)
         tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
-        ok = todo & (c0 > 0) & (t >= -tol) & (t <= ymin + tol)
+        ok = todo & (c0 > 0) & (tl.abs(t) <= dmin + tol) & (t >= -(W + tol))
         res = tl.where(ok, tau + t, res)
         # keep a bracket: a step that leaves it (overshoot past m, or below a
         # proven lower bound) is replaced by bisection
@@ -347,7 +353,7 @@ def tau_kernel(
         else:
             st = ST + stat_off + offs_m
             if FIRST:
-                # the iteration starts at a lower bound of τ: m - 1, or for α = 1.5 / 2 pass 1's top4_bound
+                # the iteration starts at a lower bound of τ: m - 1, or for α = 1.5 / 2 pass 1's top_bound
                 # (in [m - 1, m); anything else, e.g. a NaN row's, falls back to m - 1)
                 tau = m_safe - 1.0
                 if (KIND == 1) or (KIND == 2):
@@ -363,12 +369,12 @@ def tau_kernel(
                 if tl.sum(valid.to(tl.int32), 0) > 0:
                     # tile candidacy from the lower bound (pass 1's map is in score units)
                     thr = group_reduce_min(tl.where(valid, tau, INF), BLOCK_M, RG)
-                    c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk,
+                    c0, c1, c2, dmin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk,
                                                    skn, qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, True, NG)
-                    tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, valid, tau, lo, hi_b, res, done, inv_a,
-                                                     KIND)
+                    tau, lo, hi_b, res, done = _step(c0, c1, c2, dmin, valid, tau, lo, hi_b, res, done, inv_a,
+                                                     KIND, 0.0)
             else:
                 # a later launch of a split pass: the state the previous launch left
                 tau = tl.load(st, mask=rmask, other=0.0)
@@ -376,18 +382,25 @@ def tau_kernel(
                 hi_b = tl.load(st + 2 * sst, mask=rmask, other=0.0)
                 res = tl.load(st + 3 * sst, mask=rmask, other=INF)
                 done = ~valid | (res < INF)
+            # later sweeps also visit the tiles up to W below τ (α = 1.5 / 2), so that a root up to W below the
+            # iterate can be verified (_step); that admits few tiles more
+            if (KIND == 1) or (KIND == 2):
+                W: tl.constexpr = 1e-3
+            else:
+                W: tl.constexpr = 0.0
             for it in range(0, N_LOOP):
                 todo = valid & ~done
                 n_todo = tl.sum(todo.to(tl.int32), 0)
                 if n_todo > 0:
                     if not FIRST:  # a later split launch loads q only when its block has work left
                         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-                    thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
-                    c0, c1, c2, ymin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
+                    thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe) - W, INF), BLOCK_M, RG)
+                    c0, c1, c2, dmin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
                                                    qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, False, NG)
-                    tau, lo, hi_b, res, done = _step(c0, c1, c2, ymin, todo, tau, lo, hi_b, res, done, inv_a, KIND)
+                    tau, lo, hi_b, res, done = _step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND,
+                                                     W)
             if STATE:
                 tl.store(st, tau, mask=rmask)
                 tl.store(st + sst, lo, mask=rmask)
