@@ -71,7 +71,9 @@ class Launch:
     # random inputs 16.9 -> 15.4 ms, clustered 1.65 -> 1.49 ms)
     dq_maxnreg: Optional[int] = None
     # the same for pass 1 (threshold.rowmax_kernel): at D64 ptxas takes 83 registers for the top-4 tile maxima
-    # (3 programs per SM, pass 1 1.59 -> 2.12 ms on the H200, run 21); capped at 64 it needs 60, no spills
+    # (3 programs per SM, pass 1 1.59 -> 2.12 ms on the H200, run 21); capped at 64 it needs 60, no spills.
+    # D128: 64 KB of shared memory allow 3 programs per SM, which 93 registers (the 16-score lists, session 6)
+    # cut to 2 (pass 1 2.28 -> 2.73 ms, run 25); capped at 80 it takes 64, no spills
     rowmax_maxnreg: Optional[int] = None
     # the same for the output kernel (sm_90 offline at D128: 167 registers, one 8-warp program per SM; 128
     # with 24 bytes of spills would allow two within its 96 KB of shared memory). Not measured: None
@@ -101,7 +103,7 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
     # τ sweeps keep many per-row vectors live and 4 warps spill
     return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128,
-                  dq_maxnreg=128 if head_dim <= 64 else None, rowmax_maxnreg=64 if head_dim <= 64 else None,
+                  dq_maxnreg=128 if head_dim <= 64 else None, rowmax_maxnreg=64 if head_dim <= 64 else 80,
                   # dk/dv over 128 keys in 32-row query chunks (H200, session 5; dk/dv ms before -> after):
                   # D64 random 9.82 -> 7.86, clustered 0.91 -> 0.84; D128 clustered 1.01 -> 1.10 (one key tile
                   # per program of the new kernel: 1.55 at 64-row chunks, 1.68 at 128), D128 random 11.4
