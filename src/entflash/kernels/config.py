@@ -104,6 +104,10 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     # τ sweeps keep many per-row vectors live and 4 warps spill
     return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128,
                   dq_maxnreg=128 if head_dim <= 64 else None, rowmax_maxnreg=64 if head_dim <= 64 else 80,
+                  # run 27 (stage_times.py occupancy): pass 1 at 3 stages, D64 1.61 -> 1.56 ms (D128 would need
+                  # 96 KB of shared memory); the output kernel capped at 128 registers at D128, clustered 0.42 ->
+                  # 0.34 ms, random 5.6 -> 4.1. Not taken: split τ sweeps at 3 stages (noise), dq at 1 stage (slower)
+                  rowmax_stages=3 if head_dim <= 64 else None, output_maxnreg=128 if head_dim > 64 else None,
                   # dk/dv over 128 keys in 32-row query chunks (H200, session 5; dk/dv ms before -> after):
                   # D64 random 9.82 -> 7.86, clustered 0.91 -> 0.84; D128 clustered 1.01 -> 1.10 (one key tile
                   # per program of the new kernel: 1.55 at 64-row chunks, 1.68 at 128), D128 random 11.4
