@@ -148,3 +148,103 @@ if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[2] == "compaction":
     for n in (4096, 16384):
         compaction_report(sys.argv[1], N=n)
     second_round_report(sys.argv[1])
+
+
+# --- session 6: the pass-1 bound from 16 scores and the two-sided acceptance test ---------------------------
+# python benchmarks/tau_sweeps_sim.py random bounds   (or clustered): 8 blocks of 128 causal rows spread over
+# N = 16384 (bf16-rounded q, k), sweeps per row and per block for each start / acceptance rule.
+
+def spread_scores(kind, N=16384, D=64, nblk=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    if kind == "random":
+        q, k = rn(N, D), rn(N, D)
+    else:
+        seg = 256
+        c = rn(N // seg, D)
+        c = c / c.norm(dim=-1, keepdim=True) * math.sqrt(D)
+        k = rn(N, D) + c[torch.arange(N) // seg]
+        start = torch.arange(N // 64) * 64
+        pick = (torch.rand(N // 64, generator=g, dtype=torch.float64) * (start // seg + 1)).long()
+        q = rn(N, D) + c[pick.repeat_interleave(64)]
+    q, k = q.bfloat16().double(), k.bfloat16().double()
+    rows = (torch.linspace(4, N // 128 - 1, nblk).long()[:, None] * 128 + torch.arange(128)).reshape(-1)
+    x = 0.5 * (q[rows] @ k.T) / math.sqrt(D)
+    return x.masked_fill(torch.arange(N)[None, :] > rows[:, None], -math.inf)
+
+
+def threshold_of(vals):
+    """Sort-based α = 1.5 threshold of the given scores alone (rows of vals; -inf = absent): a lower bound of τ."""
+    s = vals.sort(1, descending=True).values
+    d = s - s[:, :1]
+    ok = d > -math.inf
+    dz = torch.where(ok, d, torch.zeros_like(d))
+    j = torch.arange(1, s.shape[1] + 1, dtype=s.dtype)
+    s1, s2 = dz.cumsum(1), (dz * dz).cumsum(1)
+    arg = (1 - (s2 - s1 * s1 / j)) / j
+    c = s1 / j - arg.clamp_min(0).sqrt()
+    c = torch.where(ok & (arg >= 0) & (c < d), c, torch.full_like(c, -1.0))
+    return s[:, 0] + c.max(1).values
+
+
+def tile_top4(x, BN=64):
+    return threshold_of(x.view(x.shape[0], -1, BN).amax(2).topk(4, dim=1).values)
+
+
+def subset_top16(x):
+    """Four largest maxima of each of the four column subsets {c : (c // 2) % 4 = t} of every 64-key tile."""
+    sub = x.view(x.shape[0], -1, 8, 4, 2).amax(dim=(2, 4))  # (rows, tiles, t)
+    return threshold_of(sub.permute(0, 2, 1).topk(4, dim=2).values.reshape(x.shape[0], -1))
+
+
+def sweeps_rule(x, tau0, rule):
+    """The kernel's α = 1.5 iteration (threshold._step) from tau0; rule: "members" (closed form accepted when
+    no member lies below it), "abs" (|t| <= min |x - τ|, main since session 6), "two" (members, or t < 0 with
+    no non-member between)."""
+    m = x.max(1).values
+    tau = torch.where((tau0 > m - 1) & (tau0 < m), tau0, m - 1)
+    lo, hi = tau.clone(), m.clone()
+    done = torch.zeros_like(m, dtype=torch.bool)
+    count = torch.zeros_like(m)
+    for _ in range(16):
+        todo = ~done
+        if not todo.any():
+            break
+        count += todo.double()
+        y = x - tau[:, None]
+        ins = y > 0
+        yz = y.clamp_min(0)
+        c0, c1, c2 = ins.sum(1).double(), yz.sum(1), (yz * yz).sum(1)
+        cn = c0.clamp_min(1)
+        t = c1 / cn - ((1 - (c2 - c1 * c1 / cn)) / cn).clamp_min(0).sqrt()
+        tol = 1e-5 * tau.abs().clamp_min(1)
+        ymin = torch.where(ins, y, torch.full_like(y, math.inf)).min(1).values
+        members = (t >= -tol) & (t <= ymin + tol)
+        if rule == "abs":
+            ok = t.abs() <= y.abs().min(1).values + tol
+        elif rule == "two":
+            below = torch.where(ins, torch.full_like(y, -math.inf), y).max(1).values
+            ok = members | ((t < 0) & (t >= below - tol))
+        else:
+            ok = members
+        ok = todo & (c0 > 0) & ok
+        f, fp = c2 - 1, -2 * c1.clamp_min(1e-30)
+        den = 2 * fp * fp - f * 2 * c0
+        step = torch.where((f > 0) & (den > 0), -2 * f * fp / torch.where(den > 0, den, torch.ones_like(den)), -f / fp)
+        lo, hi = torch.where(todo & (f > 0), tau, lo), torch.where(todo & (f <= 0), tau, hi)
+        cand = tau + step
+        cand = torch.where((cand > lo) & (cand < hi), cand, 0.5 * (lo + hi))
+        done |= ok | (todo & ((cand - tau).abs() <= tol))
+        tau = torch.where(todo & ~ok, cand, tau)
+    return count
+
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[2] == "bounds":
+    for seed in (0, 1):
+        x = spread_scores(sys.argv[1], seed=seed)
+        for name, b in (("tile top-4", tile_top4(x)), ("16 scores", subset_top16(x))):
+            for rule in ("members", "abs", "two"):
+                s = sweeps_rule(x, b, rule)
+                blk = s.view(-1, 128).max(1).values
+                print(f"{sys.argv[1]} seed {seed} {name:10s} {rule:7s}: sweeps per row {s.mean():.2f}, "
+                      f"per 128-row block {blk.mean():.2f}")
