@@ -170,7 +170,7 @@ def fold_min(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _max_nan(a, b):
+def max_nan(a, b):
     return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
@@ -181,8 +181,8 @@ def fold_max4(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     (pairs 2c', 2c'+1 with c' = 4j + t), so, like fold_sum, nothing leaves a thread: four partial row maxima
     per tile at the price of the in-thread half of a row reduction."""
     a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
-    w = tl.reshape(_max_nan(a, b), (BLOCK_M, BLOCK_N // 8, 4))
-    return tl.reduce(w, 1, _max_nan)
+    w = tl.reshape(max_nan(a, b), (BLOCK_M, BLOCK_N // 8, 4))
+    return tl.reduce(w, 1, max_nan)
 
 
 @triton.jit

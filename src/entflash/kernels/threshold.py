@@ -45,7 +45,7 @@ import triton
 import triton.language as tl
 
 from .common import (
-    _max_nan, block_offsets, block_tile_list, fold_max4, fold_min, fold_sum, group_reduce_max, group_reduce_min,
+    max_nan, block_offsets, block_tile_list, fold_max4, fold_min, fold_sum, group_reduce_max, group_reduce_min,
     head_alpha, load_cols, load_rows, map_value, mask_tile, program_ids, query_block, query_block_id, row_offset,
     score_tile,
 )
@@ -113,7 +113,7 @@ def rowmax_kernel(
         tmax_row = TMAX + map_off + offs_g * n_kblk
         # α = 1.5 / 2: each thread's four largest partial maxima (fold_max4: per tile, the maxima of four column
         # subsets, those of a thread in the MMA layout), (BLOCK_M, 4) each: 16 different scores per row for top_bound
-        TOP4: tl.constexpr = (KIND == 1) or (KIND == 2)
+        BOUND: tl.constexpr = (KIND == 1) or (KIND == 2)
         t1 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
         t2 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
         t3 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
@@ -134,20 +134,22 @@ def rowmax_kernel(
                           BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
             # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
-            if TOP4:
+            if BOUND:
                 pm = fold_max4(d, BLOCK_M, BLOCK_N)
-                xm = tl.reduce(pm, 1, _max_nan)
+                xm = tl.reduce(pm, 1, max_nan)
                 pv = tl.where(pm > float("-inf"), pm * s_abs, pm)
-                lo_ = tl.minimum(t1, pv)  # insert pv into (t1, t2, t3, t4); a NaN is not inserted
+                # insert pv into (t1, t2, t3, t4). A NaN (only in a NaN row, whose bound the τ pass ignores) is
+                # not inserted, but can repeat an entry one level down
+                lo_ = tl.minimum(t1, pv)
                 t1 = tl.maximum(t1, pv)
                 lo2 = tl.minimum(t2, lo_)
                 t2 = tl.maximum(t2, lo_)
                 t4 = tl.maximum(t4, tl.minimum(t3, lo2))
                 t3 = tl.maximum(t3, lo2)
             else:
-                xm = tl.reduce(d, 1, _max_nan)
+                xm = tl.reduce(d, 1, max_nan)
             xm = tl.where(xm > float("-inf"), xm * s_abs, xm)
-            m = _max_nan(m, xm)
+            m = max_nan(m, xm)
             entry = map_value(group_reduce_max(xm, BLOCK_M, RG))
             if KIND != 0:
                 # running filter (entmax rows): τ_i >= m_i - 1 >= runmax_i - 1, so a tile whose maxima sit more
@@ -164,7 +166,7 @@ def rowmax_kernel(
         m = tl.where(m == float("inf"), float("nan"), m)
         stat = row_offset(b, h, qs, smb, smh, 1) + offs_m
         tl.store(M + stat, m, mask=offs_m < Lq)
-        if TOP4:
+        if BOUND:
             vals = tl.reshape(tl.join(tl.join(t1, t2), tl.join(t3, t4)), (BLOCK_M, 16))
             tl.store(TAU0 + stat, top_bound(m, vals, KIND, 16), mask=offs_m < Lq)
 
