@@ -2,7 +2,7 @@
 with a given starting point and acceptance rule. No GPU; float64; N = 4096 keys, the last 1024
 causal rows of the bench's "random" or "clustered" inputs at D = 64.
 
-    python benchmarks/tau_sweeps_sim.py [random|clustered]
+    python benchmarks/tau_sweeps_sim.py [random|clustered] [starts|compaction|bounds]
 
 Strategies:
   m-1            Halley from the lower bound m - 1 (the kernels today), accept when the closed form on
@@ -53,38 +53,8 @@ def gauss_start(x, vis):
 
 
 def sweeps(x, tau0, two_sided):
-    m = x.max(1).values
-    lo, hi = m - 1, m.clone()
-    tau = torch.where((tau0 > lo) & (tau0 < hi), tau0, lo)
-    done = torch.zeros_like(m, dtype=torch.bool)
-    count = torch.zeros_like(m)
-    for _ in range(40):
-        todo = ~done
-        if not todo.any():
-            break
-        count += todo.double()
-        y = x - tau[:, None]
-        ins = y > 0
-        yz = torch.where(ins, y, torch.zeros_like(y))
-        c0, c1, c2 = ins.sum(1).double(), yz.sum(1), (yz * yz).sum(1)
-        ymin = torch.where(ins, y, torch.full_like(y, math.inf)).min(1).values
-        ymax_out = torch.where(ins, torch.full_like(y, -math.inf), y).max(1).values
-        cnt = c0.clamp_min(1)
-        t = c1 / cnt - torch.sqrt(((1 - (c2 - c1 * c1 / cnt)) / cnt).clamp_min(0))
-        tol = 1e-5 * tau.abs().clamp_min(1)
-        ok = todo & (c0 > 0) & (t >= -tol) & (t <= ymin + tol)
-        if two_sided:
-            ok |= todo & (c0 > 0) & (t < 0) & (t > ymax_out)
-        f = c2 - 1
-        lo, hi = torch.where(todo & (f > 0), tau, lo), torch.where(todo & (f <= 0), tau, hi)
-        fp = -2 * c1.clamp_min(1e-30)
-        den = 2 * fp * fp - f * 2 * c0
-        step = torch.where((f > 0) & (den > 0), -2 * f * fp / torch.where(den > 0, den, 1.0), -f / fp)
-        cand = tau + step
-        cand = torch.where((cand > lo) & (cand < hi), cand, 0.5 * (lo + hi))
-        done |= ok
-        tau = torch.where(todo & ~ok, cand, tau)
-    return count
+    """Sweeps per row from tau0 with the session-5 rules (bracket from m - 1, no step-size acceptance)."""
+    return sweeps_rule(x, tau0, "two" if two_sided else "members", near=False, lo_m1=True, max_sweeps=40)
 
 
 def main(kind):
@@ -98,9 +68,6 @@ def main(kind):
         blk = s.view(-1, 128).max(1).values
         print(f"{kind:9s} {name:10s} sweeps per row {s.mean().item():.2f}, per 128-row program {blk.mean().item():.2f}")
 
-
-if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "random")
 
 
 def compaction_report(kind, slots=64, N=4096):
@@ -144,10 +111,10 @@ def second_round_report(kind, slots=64, N=16384, width=0.005):
           f"{ok1.double().mean().item():.4f}; programs done after two tile sweeps {ok1.view(-1, 128).all(1).double().mean().item():.2f}")
 
 
-if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[2] == "compaction":
+def compaction_main(kind):
     for n in (4096, 16384):
-        compaction_report(sys.argv[1], N=n)
-    second_round_report(sys.argv[1])
+        compaction_report(kind, N=n)
+    second_round_report(kind)
 
 
 # --- session 6: the pass-1 bound from 16 scores and the two-sided acceptance test ---------------------------
@@ -197,16 +164,17 @@ def subset_top16(x):
     return threshold_of(sub.permute(0, 2, 1).topk(4, dim=2).values.reshape(x.shape[0], -1))
 
 
-def sweeps_rule(x, tau0, rule):
-    """The kernel's α = 1.5 iteration (threshold._step) from tau0; rule: "members" (closed form accepted when
-    no member lies below it), "abs" (|t| <= min |x - τ|, main since session 6), "two" (members, or t < 0 with
-    no non-member between)."""
+def sweeps_rule(x, tau0, rule, near=True, lo_m1=False, max_sweeps=16):
+    """Sweeps per row of the kernel's α = 1.5 iteration (threshold._step) from tau0; rule: "members" (closed
+    form accepted when no member lies below it), "abs" (|t| <= min |x - τ|, main since session 6), "two"
+    (members, or t < 0 with no non-member between). near: also accept a step below the tolerance (main since
+    session 4); lo_m1: the bracket starts at m - 1 instead of at the start."""
     m = x.max(1).values
     tau = torch.where((tau0 > m - 1) & (tau0 < m), tau0, m - 1)
-    lo, hi = tau.clone(), m.clone()
+    lo, hi = (m - 1 if lo_m1 else tau.clone()), m.clone()
     done = torch.zeros_like(m, dtype=torch.bool)
     count = torch.zeros_like(m)
-    for _ in range(16):
+    for _ in range(max_sweeps):
         todo = ~done
         if not todo.any():
             break
@@ -224,7 +192,7 @@ def sweeps_rule(x, tau0, rule):
             ok = t.abs() <= y.abs().min(1).values + tol
         elif rule == "two":
             below = torch.where(ins, torch.full_like(y, -math.inf), y).max(1).values
-            ok = members | ((t < 0) & (t >= below - tol))
+            ok = members | ((t < 0) & (t > below))
         else:
             ok = members
         ok = todo & (c0 > 0) & ok
@@ -234,17 +202,22 @@ def sweeps_rule(x, tau0, rule):
         lo, hi = torch.where(todo & (f > 0), tau, lo), torch.where(todo & (f <= 0), tau, hi)
         cand = tau + step
         cand = torch.where((cand > lo) & (cand < hi), cand, 0.5 * (lo + hi))
-        done |= ok | (todo & ((cand - tau).abs() <= tol))
+        done |= ok | (todo & ((cand - tau).abs() <= tol) if near else ok)
         tau = torch.where(todo & ~ok, cand, tau)
     return count
 
 
-if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[2] == "bounds":
+def bounds_main(kind):
     for seed in (0, 1):
-        x = spread_scores(sys.argv[1], seed=seed)
+        x = spread_scores(kind, seed=seed)
         for name, b in (("tile top-4", tile_top4(x)), ("16 scores", subset_top16(x))):
             for rule in ("members", "abs", "two"):
                 s = sweeps_rule(x, b, rule)
                 blk = s.view(-1, 128).max(1).values
-                print(f"{sys.argv[1]} seed {seed} {name:10s} {rule:7s}: sweeps per row {s.mean():.2f}, "
+                print(f"{kind} seed {seed} {name:10s} {rule:7s}: sweeps per row {s.mean():.2f}, "
                       f"per 128-row block {blk.mean():.2f}")
+
+
+if __name__ == "__main__":
+    mode = sys.argv[2] if len(sys.argv) > 2 else "starts"
+    {"starts": main, "compaction": compaction_main, "bounds": bounds_main}[mode](sys.argv[1] if len(sys.argv) > 1 else "random")
