@@ -46,3 +46,35 @@ def test_from_jsonl_cli_prints_and_plots(tmp_path, capsys):
     assert "0.43x" in out  # 6 / 14
     if plot:
         assert (tmp_path / "run-ratio.png").exists() and (tmp_path / "run-time.png").exists()
+
+
+def test_sweep_time_budget_lists_what_it_did_not_measure():
+    """sweep_rows: once the budget is spent every remaining (case, method) is still written, marked skipped; the
+    skip rule drops rows entirely; the table and the target report accept the skipped rows."""
+    from entflash.bench.__main__ import _table, sweep_rows
+
+    now = [0.0]
+    measured = []
+
+    def measure(case, method):
+        measured.append((case, method))
+        now[0] += 10.0  # each measurement takes 10 s of the fake clock
+        D, N, causal, inputs = case
+        return _row(method, D, N, causal, inputs, 1.0, 2.0)
+
+    cases = [(64, 4096, True, "clustered"), (64, 16384, True, "random"), (128, 65536, False, "clustered")]
+    methods = ["entflash", "sdpa_cudnn", "adasplash_v1"]
+    rows = list(sweep_rows(cases, methods, measure, budget_s=25.0, clock=lambda: now[0],
+                           skip=lambda method, N: method == "adasplash_v1" and N > 16384))
+    assert len(rows) == 8  # 3 + 3 + 2 (adasplash_v1 at N 65536 skipped entirely)
+    assert len(measured) == 3  # at 0, 10 and 20 s; at 30 s the 25 s budget is spent
+    late = rows[3:]
+    assert all("time budget" in r["skipped"] and "fwd_ms" not in r for r in late)
+    assert {(r["D"], r["N"], r["causal"], r["inputs"], r["method"]) for r in late} == {
+        (64, 16384, True, "random", m) for m in methods} | {(128, 65536, False, "clustered", m) for m in methods[:2]}
+    assert "time budget" in _table(rows)
+    assert len(target_report(rows).splitlines()) == 1 + len(TARGETS)
+    # no budget: everything measured
+    now[0] = 0.0
+    measured.clear()
+    assert len(list(sweep_rows(cases, methods, measure))) == 9 and len(measured) == 9

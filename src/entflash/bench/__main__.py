@@ -1,6 +1,7 @@
 """`python -m entflash.bench`: speed, sparsity and memory, side by side (DESIGN.md §6).
 
     python -m entflash.bench                       # the full sweep (D 64/128, N 4k/16k/64k, causal or not)
+    python -m entflash.bench --skip-slow --budget-s 570   # the same, cut at 570 s (unmeasured rows marked skipped)
     python -m entflash.bench --d 64 --n 16384 --causal yes --inputs clustered random
     python -m entflash.bench --errors              # exactness report (N=1024, D=64) instead of timings
     python -m entflash.bench --targets             # only the cases of the speed targets (issue 4), then the report
@@ -19,6 +20,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -112,6 +114,23 @@ def run_case(method, D, N, causal, inputs, alpha=1.5, H=16, tokens=32768, dtype=
     return row
 
 
+def sweep_rows(cases, methods, measure, budget_s=None, clock=time.monotonic, skip=lambda method, N: False):
+    """The sweep's rows in order: measure(case, method) for each case and method, unless the method is
+    skipped (skip(method, N): no row) or the time budget is spent, in which case the row is written with
+    "skipped" saying so, so that a sweep cut short still lists every case it did not measure."""
+    t0 = clock()
+    for case in cases:
+        for method in methods:
+            if skip(method, case[1]):
+                continue
+            if budget_s is not None and clock() - t0 > budget_s:
+                D, N, causal, inputs = case
+                yield {"method": method, "D": D, "N": N, "causal": causal, "inputs": inputs,
+                       "skipped": f"time budget of {budget_s:g} s used up before this case"}
+                continue
+            yield measure(case, method)
+
+
 def errors_report(N=1024, D=64, H=8):
     """Relative L2 error of out and dq against float64 sort-based entmax-1.5 (ANCHORS.md's exactness line)."""
     from entflash.reference import naive_entmax_attention
@@ -186,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=32768, help="B*N")
     ap.add_argument("--rep", type=int, default=100, help="do_bench repetition time (ms)")
     ap.add_argument("--skip-slow", action="store_true", help="skip adasplash_v1 beyond N=16384 (it takes seconds per call)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop measuring after this many seconds: the remaining (case, method) rows are written as skipped")
     ap.add_argument("--errors", action="store_true", help="exactness report instead of timings")
     ap.add_argument("--out", default=None, help="JSONL path (default benchmarks/results/<date>-<gpu>.jsonl)")
     ap.add_argument("--plot", action="store_true")
@@ -224,22 +245,29 @@ def main(argv=None) -> int:
         else:
             cases = [(D, N, c == "yes", inputs) for D in args.d for N in args.n for c in args.causal
                      for inputs in args.inputs]
-        for D, N, causal, inputs in cases:
-            q, k, _ = make_inputs(inputs, 1, args.heads, N, D, causal)
-            sp = sparsity(q, k, args.alpha, causal)  # from entflash's τ; written on every row
-            del q, k
-            for method in args.methods:
-                if args.skip_slow and method == "adasplash_v1" and N > 16384:
-                    continue
-                r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads,
-                             tokens=args.tokens, rep=args.rep)
-                r["elem_sparsity"], r["block_sparsity"] = round(sp[0], 4), round(sp[1], 4)
-                r.update(env)
-                rows.append(r)
-                fh.write(json.dumps(r) + "\n")
-                fh.flush()
-                print(json.dumps(r), flush=True)
+        spars = {}
+
+        def measure(case, method):
+            D, N, causal, inputs = case
+            if case not in spars:  # from entflash's τ; written on every row of the case
+                q, k, _ = make_inputs(inputs, 1, args.heads, N, D, causal)
+                spars[case] = sparsity(q, k, args.alpha, causal)
+                del q, k
+            r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads, tokens=args.tokens,
+                         rep=args.rep)
+            r["elem_sparsity"], r["block_sparsity"] = round(spars[case][0], 4), round(spars[case][1], 4)
+            return r
+
+        t0 = time.monotonic()
+        for r in sweep_rows(cases, args.methods, measure, args.budget_s,
+                            skip=lambda method, N: args.skip_slow and method == "adasplash_v1" and N > 16384):
+            r.update(env)
+            rows.append(r)
+            fh.write(json.dumps(r) + "\n")
+            fh.flush()
+            print(json.dumps(r), flush=True)
     print(_table(rows))
+    print(f"\nsweep: {len(rows)} rows ({sum('fwd_ms' in r for r in rows)} measured) in {time.monotonic() - t0:.0f} s")
     print()
     print(target_report(rows))
     if args.plot:
