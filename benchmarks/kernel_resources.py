@@ -67,9 +67,8 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(inspect.signature(fn.fn).parameters)
              if sig[name] != "constexpr" and name not in ("scale", "H", "G")}
     src = ASTSource(fn=fn, signature=sig, constexprs=cons, attrs=attrs)
-    own = {"rowmax_kernel": L.rowmax_stages, "dq_kernel": L.dq_stages}.get(fn.fn.__name__) or \
-        (L.split_stages if state else None)
-    opts = dict(num_warps=L.num_warps, num_stages=own or L.num_stages)
+    kernel = {"rowmax_kernel": "rowmax", "dq_kernel": "dq"}.get(fn.fn.__name__, "split" if state else "")
+    opts = dict(num_warps=L.num_warps, num_stages=L.pipeline_stages(kernel))
     if maxnreg:
         opts["maxnreg"] = maxnreg
     return tcompile(src, target=GPUTarget("cuda", 90, 32), options=opts)

@@ -148,9 +148,9 @@ def forward_buffers(geo, q, v, need_stats, split=False):
     return out, m, tau, supp, tmax, taumin, lists, state
 
 
-def _stages(meta, stages):
-    """meta with num_stages replaced by a kernel's own pipeline depth (config.Launch), when it has one."""
-    return {**meta, "num_stages": stages} if stages else meta
+def _stages(g, kernel):
+    """g.meta with num_stages replaced by the kernel's pipeline depth (config.Launch.pipeline_stages)."""
+    return {**g.meta, "num_stages": g.launch.pipeline_stages(kernel)}
 
 
 def _regcap(name, default=None):
@@ -177,14 +177,14 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     def pass1():
         # pass 1 writes the τ pass's lower bound into tau (α = 1.5 / 2); the τ pass overwrites it
         rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, NEG_SCALE=scale < 0,
-                            **_stages(g.meta, g.launch.rowmax_stages), **_regcap("rowmax", g.launch.rowmax_maxnreg))
+                            **_stages(g, "rowmax"), **_regcap("rowmax", g.launch.rowmax_maxnreg))
 
-    def tau_launch(first, n_loop, cap, stages=None):
+    def tau_launch(first, n_loop, cap, kernel="tau"):
         tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
                          MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, FIRST=first, STATE=split,
-                         N_LOOP=n_loop, **_stages(g.meta, stages), **cap)
+                         N_LOOP=n_loop, **_stages(g, kernel), **cap)
 
-    # (first, sweeps after sweep 0, register cap) of each τ launch
+    # (first, sweeps after sweep 0, register cap[, the launch's pipeline-stage knob]) of each τ launch
     if not split:
         plan = [(True, max_iters - 1, _regcap("tau"))]
     else:
@@ -192,7 +192,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
         # finish in one launch with a loop over the remaining sweeps
         cap = _regcap("tau", g.launch.split_maxnreg)
         n_split = min(max_iters, config.SPLIT_SWEEPS)
-        plan = [(it == 0, 0 if it == 0 else 1, cap, g.launch.split_stages) for it in range(n_split)]
+        plan = [(it == 0, 0 if it == 0 else 1, cap, "split") for it in range(n_split)]
         if max_iters > n_split:
             plan.append((False, max_iters - n_split, _regcap("tau")))
     tau_launches = [lambda p=p: tau_launch(*p) for p in plan]
@@ -249,7 +249,7 @@ def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha)
         dq_kernel[g.grid_q()](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
             *sq, *sk, *sv, *sd, *g.strides(dq), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
-            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **_stages(g.meta, g.launch.dq_stages),
+            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **_stages(g, "dq"),
             **_regcap("dq", g.launch.dq_maxnreg),
         )
 

@@ -76,7 +76,8 @@ class Launch:
     # cut to 2 (pass 1 2.28 -> 2.73 ms, run 25); capped at 80 it takes 64, no spills
     rowmax_maxnreg: Optional[int] = None
     # the same for the output kernel (sm_90 offline at D128: 167 registers, one 8-warp program per SM; 128
-    # with 24 bytes of spills would allow two within its 96 KB of shared memory). Not measured: None
+    # with 24 bytes of spills allow two within its 96 KB of shared memory; run 27: 0.42 -> 0.34 ms, the D128
+    # default)
     output_maxnreg: Optional[int] = None
     # per-kernel software-pipeline depth (None: num_stages), experiment knobs measured by
     # benchmarks/stage_times.py occupancy: pass 1, the split τ pass's one-sweep launches, dq. At num_stages 2
@@ -89,6 +90,12 @@ class Launch:
     # dk/dv programs: key tiles per program and query rows per chunk (backward.dkdv_kernel)
     dkdv_kpp: int = 1
     dkdv_qc: int = 0  # 0: BLOCK_M
+
+    def pipeline_stages(self, kernel: str) -> int:
+        """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep
+        launches, "dq") when set, else num_stages."""
+        own = {"rowmax": self.rowmax_stages, "split": self.split_stages, "dq": self.dq_stages}.get(kernel)
+        return own or self.num_stages
 
     @property
     def n_groups(self) -> int:
