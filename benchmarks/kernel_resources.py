@@ -28,7 +28,7 @@ KERNELS = (rowmax_kernel, tau_kernel, output_kernel, dq_kernel, dkdv_kernel)
 
 
 def _signature(fn, dt, constexprs):
-    ptr = {"Q": dt, "K": dt, "V": dt, "DO": dt, "OUT": dt, "DQ": dt, "DK": dt, "DV": dt, "KPM": "*u8",
+    ptr = {"Q": dt, "K": dt, "V": dt, "DO": dt, "O": dt, "OUT": dt, "DQ": dt, "DK": dt, "DV": dt, "KPM": "*u8",
            "CU_Q": "*i32", "CU_K": "*i32", "LISTS": "*i32", "SUPP": "*i32", "TMAX": "*bf16"}
     sig = {}
     for name in inspect.signature(fn.fn).parameters:
@@ -46,7 +46,7 @@ def _signature(fn, dt, constexprs):
 
 
 def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False, varlen=False, need_stats=False,
-                 maxnreg=None, first=True, state=False):
+                 maxnreg=None, first=True, state=False, one_sweep=False):
     """fn compiled for sm_90 (no GPU needed) with the launch settings the library would use.
 
     Pointers and integer arguments carry the divisibility-by-16 hint that Triton's launcher gives them at
@@ -60,7 +60,7 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
                 MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=need_stats,
                 ALPHA_GRAD=kind == config.KIND_GENERAL, NEG_SCALE=False, FIRST=first, STATE=state,
                 N_LOOP=(0 if first else 1) if state else config.MAX_ITERS_EXACT - 1, KPP=L.dkdv_kpp,
-                QC=L.dkdv_qc or L.BLOCK_M)
+                QC=L.dkdv_qc or L.BLOCK_M, ONE_SWEEP=one_sweep)
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
     sig = _signature(fn, dt, cons)

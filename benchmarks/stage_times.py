@@ -54,7 +54,7 @@ def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16):
     tau, tmax, taumin = fb[2], fb[4], fb[5]
     do = torch.randn_like(q)
     bb = api.backward_buffers(g, q, k, v, need_dalpha=False)
-    b1, b2 = api.backward_stages(do, q, k, v, tau, tmax, taumin, g, D ** -0.5, bb, need_dalpha=False)
+    b1, b2 = api.backward_stages(do, q, k, v, tau, tmax, taumin, g, D ** -0.5, bb, need_dalpha=False, out=fb[0])
     b12 = lambda: (b1(), b2())  # noqa: E731  (dk/dv reads the δ that dq writes)
     b12()
     t1, t12 = (do_bench(f, warmup=10, rep=40, return_mode="median") for f in (b1, b12))
@@ -66,6 +66,15 @@ if __name__ == "__main__":
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)
             print(f"D={D} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        sys.exit(0)
+    # `stage_times.py dqone`: dq in two sweeps (δ, then dq) and in one (config.DQ_ONE_SWEEP)
+    if sys.argv[1:2] == ["dqone"]:
+        for D, inputs in [(64, "clustered"), (64, "random"), (128, "clustered")]:
+            for one in (False, True):
+                config.DQ_ONE_SWEEP = one
+                t_dq, t_dkdv = bwd_stages(D, inputs)
+                print(f"D={D} {inputs} DQ_ONE_SWEEP={one}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        config.DQ_ONE_SWEEP = False
         sys.exit(0)
     # `stage_times.py dkdv`: the dk/dv kernel under (key tiles per program, query rows per chunk) variants
     if sys.argv[1:2] == ["dkdv"]:

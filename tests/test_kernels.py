@@ -392,3 +392,16 @@ def test_property_kernels_vs_oracle(Hkv, G, Nq, Nk, D, alpha, causal, scale, pad
     assert_close_rule(out, ref, low, 2.0, 5e-5)
     empty = ~torch.isfinite(ref).all(-1) | (ref == 0).all(-1)
     assert (out[empty] == 0).all()
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
+def test_dq_one_sweep_matches_oracle(monkeypatch, alpha):
+    """config.DQ_ONE_SWEEP (dq from A = Σ u (g - dO·o) k and B = Σ u k, corrected by (δ - dO·o) B at the end):
+    gradients within the tolerance rule, with causal masking, padded keys, GQA and dα for per-head α."""
+    monkeypatch.setattr(config, "DQ_ONE_SWEEP", True)
+    q, k, v = rand_qkv(1, 4, 2, 37, 53, 16, device=DEV, requires_grad=True)
+    kpm = torch.rand(1, 53, device=DEV) > 0.2
+    if alpha == "per-head":
+        alpha = torch.tensor([1.0, 1.5, 1.7, 2.0], device=DEV, requires_grad=True)
+    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm)
+    _check(q, k, v, _run(q, k, v, **kw), **kw)

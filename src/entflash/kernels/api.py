@@ -238,18 +238,21 @@ def backward_buffers(geo, q, k, v, need_dalpha):
     return dq, dk, dv, delta, da_rows, lists_q, lists_k
 
 
-def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha):
+def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha, out):
     """The backward's two launches as callables, in order (dq with δ, then dk/dv, which reads δ): _bwd_impl
-    runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: backward_buffers()."""
+    runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: backward_buffers(); out: the
+    forward's output (read by dq only with config.DQ_ONE_SWEEP)."""
     dq, dk, dv, delta, da_rows, lists_q, lists_k = bufs
     sq, sk, sv, sd = g.strides(q), g.strides(k), g.strides(v), g.strides(do)
+    one = bool(config.DQ_ONE_SWEEP)
+    o = out if out.stride(-1) == 1 else out.contiguous()
     tail = (g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
 
     def dq_pass():
         dq_kernel[g.grid_q()](
-            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows,
-            *sq, *sk, *sv, *sd, *g.strides(dq), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
-            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, **_stages(g, "dq"),
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows, o,
+            *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
+            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, **_stages(g, "dq"),
             **_regcap("dq", g.launch.dq_maxnreg),
         )
 
@@ -263,7 +266,7 @@ def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha)
     return dq_pass, dkdv_pass
 
 
-def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
+def _bwd_impl(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
               need_dalpha):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     dev = q.device
@@ -274,7 +277,7 @@ def _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, m
         return dq.zero_(), dk.zero_(), dv.zero_(), dalpha
     g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, dev)
     do = do if do.stride(-1) == 1 else do.contiguous()
-    for launch in backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha):
+    for launch in backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha, out):
         launch()
     if need_dalpha:
         per_head = da_rows.sum(dim=1) if geo.varlen else da_rows.sum(dim=(0, 2))
@@ -310,17 +313,17 @@ def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, cau
 
 @torch.library.custom_op("entflash::attn_bwd", mutates_args=())
 def attn_bwd(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, tau: Tensor, tmax: Tensor, taumin: Tensor,
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, tau: Tensor, tmax: Tensor, taumin: Tensor,
     alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], max_q: int,
     max_k: int, alpha_f: float, causal: bool, scale: float, need_dalpha: bool,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _bwd_impl(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
-                     need_dalpha)
+    return _bwd_impl(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
+                     scale, need_dalpha)
 
 
 @attn_bwd.register_fake
-def _attn_bwd_fake(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
-                   need_dalpha):
+def _attn_bwd_fake(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
+                   scale, need_dalpha):
     dalpha = q.new_empty(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dalpha
 
@@ -328,16 +331,16 @@ def _attn_bwd_fake(do, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max
 def _setup_context(ctx, inputs, output):
     q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats = inputs
     out, tau, supp, tmax, taumin = output
-    ctx.save_for_backward(q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
+    ctx.save_for_backward(q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
     ctx.args = (max_q, max_k, alpha_f, causal, scale)
 
 
 def _backward(ctx, dout, _dtau, _dsupp, _dtmax, _dtaumin):
-    q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
+    q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
     max_q, max_k, alpha_f, causal, scale = ctx.args
     need_dalpha = bool(alpha_t is not None and ctx.needs_input_grad[3])
-    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f,
-                                  causal, scale, need_dalpha)
+    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k,
+                                  alpha_f, causal, scale, need_dalpha)
     da = dalpha.to(alpha_t.dtype) if need_dalpha else None
     return dq, dk, dv, da, None, None, None, None, None, None, None, None, None
 

@@ -24,13 +24,17 @@ from .common import (
 
 @triton.jit
 def dq_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, TMAX, TAUMIN, LISTS, DO, DELTA, DQ, DALPHA,
-    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, skpm, smb, smh,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, TMAX, TAUMIN, LISTS, DO, DELTA, DQ, DALPHA, O,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, sob, soh, son, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr, ONE_SWEEP: tl.constexpr,
 ):
+    """dq (and δ, dα) of one query block. Two sweeps (δ first, then dq = scale Σ u (g - δ) k), or with ONE_SWEEP
+    one: A = Σ u (g - δ̂) k and B = Σ u k with δ̂ = dO·o (the forward's output o: a weighted mean of the same g,
+    so u (g - δ̂) has the magnitude of u (g - δ) and its bf16 rounding no cancellation), then
+    dq = scale (A - (δ - δ̂) B) once δ is known at the end."""
     pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -47,6 +51,11 @@ def dq_kernel(
         do = load_rows(DO + row_offset(b, h, qs, sdb, sdh, sdn), offs_m, offs_d, Lq, sdn, D)
         tau, tlist, count = visited_tiles(TAU, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m, n_qblk,
                                           n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
+        if ONE_SWEEP:
+            o = load_rows(O + row_offset(b, h, qs, sob, soh, son), offs_m, offs_d, Lq, son, D)
+            dhat = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+            acc_a = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            acc_b = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         # sweep 1: δ = Σ u g / Σ u (and the sums for dα)
         su = tl.zeros([BLOCK_M], tl.float32)
         sug = tl.zeros([BLOCK_M], tl.float32)
@@ -82,6 +91,9 @@ def dq_kernel(
                 g1 += tl.sum(g * pl, 1)
                 h2 += tl.sum(pll, 1)
                 g2 += tl.sum(g * pll, 1)
+            if ONE_SWEEP:
+                acc_a += tl.dot((u * (g - dhat[:, None])).to(kT.dtype), tl.trans(kT), input_precision=PREC)
+                acc_b += tl.dot(u.to(kT.dtype), tl.trans(kT), input_precision=PREC)
         if FOLD:
             su = tl.sum(su_h, 1)
             sug = tl.sum(sug_h, 1)
@@ -100,16 +112,19 @@ def dq_kernel(
                 da = gen
             tl.store(DALPHA + stat_off + offs_m, da, mask=rmask)
         # sweep 2: dq = scale Σ u (g - δ) k
-        dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-        for i in range(0, count):
-            start_n = tl.load(tlist + i) * BLOCK_N
-            offs_n = start_n + offs_n0
-            kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
-                               BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-            vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-            p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
-            dz = u * (g - delta[:, None])
-            dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+        if ONE_SWEEP:
+            dq = acc_a - (delta - dhat)[:, None] * acc_b
+        else:
+            dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            for i in range(0, count):
+                start_n = tl.load(tlist + i) * BLOCK_N
+                offs_n = start_n + offs_n0
+                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
+                                   BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
+                p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
+                dz = u * (g - delta[:, None])
+                dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
         dq = dq * scale
         dq_base = DQ + row_offset(b, h, qs, sgb, sgh, sgn)
         tl.store(dq_base + offs_m[:, None].to(tl.int64) * sgn + offs_d[None, :], dq.to(DQ.dtype.element_ty),

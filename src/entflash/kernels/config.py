@@ -47,6 +47,11 @@ SPLIT_MIN_TILES = 1 << 16
 # (run 16, D64 N16k: after 4 sweeps 36 of 524288 rows were unfinished on random inputs, 1382 on clustered)
 SPLIT_SWEEPS = 5
 
+# dq in one sweep over its tiles instead of two (backward.dq_kernel ONE_SWEEP: δ̂ = dO·o from the forward's
+# output, a second accumulator Σ u k, dq corrected once δ is known). Branch experiment, not measured on a
+# GPU: sm_90 offline it needs 237 registers at D64 (224 bytes of spills under the 128 cap), so it is off.
+DQ_ONE_SWEEP = False
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 
