@@ -67,13 +67,18 @@ if __name__ == "__main__":
             t_dq, t_dkdv = bwd_stages(D, inputs)
             print(f"D={D} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
-    # `stage_times.py dqone`: dq in two sweeps (δ, then dq) and in one (config.DQ_ONE_SWEEP)
+    # `stage_times.py dqone`: dq in two sweeps (δ, then dq) and in one (config.DQ_ONE_SWEEP) under register caps
+    # (sm_90 offline, D64: one sweep 181 registers uncapped, 24 bytes of spills at 168, 96 at 128)
     if sys.argv[1:2] == ["dqone"]:
         for D, inputs in [(64, "clustered"), (64, "random"), (128, "clustered")]:
-            for one in (False, True):
-                config.DQ_ONE_SWEEP = one
-                t_dq, t_dkdv = bwd_stages(D, inputs)
-                print(f"D={D} {inputs} DQ_ONE_SWEEP={one}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+            for one, caps in ((False, ("default",)), (True, ("default", None, 168))):
+                for cap in caps:
+                    config.DQ_ONE_SWEEP = one
+                    fields = {} if cap == "default" else dict(dq_maxnreg=cap)
+                    with launch_fields(**fields):
+                        t_dq, t_dkdv = bwd_stages(D, inputs)
+                    print(f"D={D} {inputs} DQ_ONE_SWEEP={one} dq_maxnreg={cap}: dq {t_dq} ms, dkdv {t_dkdv} ms",
+                          flush=True)
         config.DQ_ONE_SWEEP = False
         sys.exit(0)
     # `stage_times.py dkdv`: the dk/dv kernel under (key tiles per program, query rows per chunk) variants

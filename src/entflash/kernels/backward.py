@@ -61,8 +61,10 @@ def dq_kernel(
         sug = tl.zeros([BLOCK_M], tl.float32)
         # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
         FOLD: tl.constexpr = BLOCK_D <= 64
-        su_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
-        sug_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+        # ONE_SWEEP visits each 64-key tile as two 32-key halves: half the score-sized live tiles (registers)
+        TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP else BLOCK_N
+        su_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
+        sug_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
         if ALPHA_GRAD:
             dg = tl.zeros([BLOCK_M], tl.float32)
             h1 = tl.zeros([BLOCK_M], tl.float32)
@@ -70,30 +72,32 @@ def dq_kernel(
             h2 = tl.zeros([BLOCK_M], tl.float32)
             g2 = tl.zeros([BLOCK_M], tl.float32)
         for i in range(0, count):
-            start_n = tl.load(tlist + i) * BLOCK_N
-            offs_n = start_n + offs_n0
-            kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
-                               BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-            vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-            p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
-            if FOLD:
-                su_h += fold_sum(u, BLOCK_M, BLOCK_N)
-                sug_h += fold_sum(u * g, BLOCK_M, BLOCK_N)
-            else:
-                su += tl.sum(u, 1)
-                sug += tl.sum(u * g, 1)
-            if ALPHA_GRAD:
-                lp = tl.where(p > 0, tl.log(tl.where(p > 0, p, 1.0)), 0.0)
-                pl = p * lp
-                pll = pl * lp
-                dg += tl.sum(p * g, 1)
-                h1 += tl.sum(pl, 1)
-                g1 += tl.sum(g * pl, 1)
-                h2 += tl.sum(pll, 1)
-                g2 += tl.sum(g * pll, 1)
-            if ONE_SWEEP:
-                acc_a += tl.dot((u * (g - dhat[:, None])).to(kT.dtype), tl.trans(kT), input_precision=PREC)
-                acc_b += tl.dot(u.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+            start_t = tl.load(tlist + i) * BLOCK_N
+            for hh in tl.static_range(BLOCK_N // TN):
+                start_n = start_t + hh * TN
+                offs_n = start_n + tl.arange(0, TN)
+                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
+                                   D, BLOCK_M, TN, CAUSAL, HAS_KPM, PREC)
+                vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
+                p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
+                if FOLD:
+                    su_h += fold_sum(u, BLOCK_M, TN)
+                    sug_h += fold_sum(u * g, BLOCK_M, TN)
+                else:
+                    su += tl.sum(u, 1)
+                    sug += tl.sum(u * g, 1)
+                if ALPHA_GRAD:
+                    lp = tl.where(p > 0, tl.log(tl.where(p > 0, p, 1.0)), 0.0)
+                    pl = p * lp
+                    pll = pl * lp
+                    dg += tl.sum(p * g, 1)
+                    h1 += tl.sum(pl, 1)
+                    g1 += tl.sum(g * pl, 1)
+                    h2 += tl.sum(pll, 1)
+                    g2 += tl.sum(g * pll, 1)
+                if ONE_SWEEP:
+                    acc_a += tl.dot((u * (g - dhat[:, None])).to(kT.dtype), tl.trans(kT), input_precision=PREC)
+                    acc_b += tl.dot(u.to(kT.dtype), tl.trans(kT), input_precision=PREC)
         if FOLD:
             su = tl.sum(su_h, 1)
             sug = tl.sum(sug_h, 1)
