@@ -395,10 +395,11 @@ def test_property_kernels_vs_oracle(Hkv, G, Nq, Nk, D, alpha, causal, scale, pad
 
 
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
-def test_dq_one_sweep_matches_oracle(monkeypatch, alpha):
-    """config.DQ_ONE_SWEEP (dq from A = Σ u (g - dO·o) k and B = Σ u k, corrected by (δ - dO·o) B at the end):
-    gradients within the tolerance rule, with causal masking, padded keys, GQA and dα for per-head α."""
-    monkeypatch.setattr(config, "DQ_ONE_SWEEP", True)
+def test_dq_two_sweeps_matches_oracle(monkeypatch, alpha):
+    """config.DQ_ONE_SWEEP off (δ in a first sweep, then dq = Σ u (g - δ) k; the default one-sweep path is
+    what every other test runs): gradients within the tolerance rule, with causal masking, padded keys, GQA
+    and dα for per-head α."""
+    monkeypatch.setattr(config, "DQ_ONE_SWEEP", False)
     q, k, v = rand_qkv(1, 4, 2, 37, 53, 16, device=DEV, requires_grad=True)
     kpm = torch.rand(1, 53, device=DEV) > 0.2
     if alpha == "per-head":

@@ -4,11 +4,13 @@ With u = p^(2-α) on the support, g_j = dO·v_j and δ = Σ u g / Σ u:
 dz_j = u_j (g_j - δ), dq = scale Σ_j dz_j k_j, dk_j = scale Σ_i dz_ij q_i,
 dv_j = Σ_i p_ij dO_i.
 
-The dq kernel runs first and makes two sweeps over its query block's tiles:
-the first computes δ (stored for the dk/dv kernel) and, with ALPHA_GRAD, the
-row's dα; the second accumulates dq. Computing δ here instead of storing a
-second forward output (Σ u v, as AdaSplash does) keeps the forward lean and
-saves a (B, H, N, D) buffer. The dk/dv program of a key block loops over the
+The dq kernel runs first and makes one sweep over its query block's tiles
+(config.DQ_ONE_SWEEP): with δ̂ = dO·o from the forward's output it accumulates
+A = Σ u (g - δ̂) k, B = Σ u k and the sums Σ u, Σ u g; at the end δ = Σ u g / Σ u
+(stored for the dk/dv kernel, with the row's dα under ALPHA_GRAD) and
+dq = scale (A - (δ - δ̂) B). With the flag off it sweeps twice (δ, then dq).
+Computing δ here instead of storing a second forward output (Σ u v, as
+AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer. The dk/dv program of a key block loops over the
 query heads of its GQA group itself, so no two programs write the same rows.
 Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """

@@ -48,9 +48,11 @@ SPLIT_MIN_TILES = 1 << 16
 SPLIT_SWEEPS = 5
 
 # dq in one sweep over its tiles instead of two (backward.dq_kernel ONE_SWEEP: δ̂ = dO·o from the forward's
-# output, a second accumulator Σ u k, dq corrected once δ is known). Branch experiment, not measured on a
-# GPU: sm_90 offline it needs 237 registers at D64 (224 bytes of spills under the 128 cap), so it is off.
-DQ_ONE_SWEEP = False
+# output, a second accumulator Σ u k, dq corrected once δ is known). Measured (run 29, H200 bf16 N16k causal,
+# results/2026-11-29-h200-run29): dq D64 random 5.56 -> 4.51 ms, D64 clustered 0.53 -> 0.47, D128 clustered
+# 0.88 -> 0.85, each at the default dq register cap (128 at D64: 96 bytes of spills offline, still the
+# fastest; uncapped 6.35 and cap 168 5.84 on random). The two-sweep path stays for stage_times.py dqone.
+DQ_ONE_SWEEP = True
 
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
