@@ -83,8 +83,8 @@ if __name__ == "__main__":
         sys.exit(0)
     # `stage_times.py dkdv`: the dk/dv kernel under (key tiles per program, query rows per chunk) variants
     if sys.argv[1:2] == ["dkdv"]:
-        for D, inputs, variants in [(128, "clustered", [(1, 64), (1, 128), (2, 32)]),
-                                    (128, "random", [(1, 64), (1, 128), (2, 32)]), (64, "clustered", [(2, 32)])]:
+        for D, inputs, variants in [(64, "random", [(2, 32), (2, 64)]), (64, "clustered", [(2, 32), (2, 64)]),
+                                    (128, "clustered", [(2, 32)]), (128, "random", [(2, 32)])]:
             for kpp, qc in variants:
                 with launch_fields(dkdv_kpp=kpp, dkdv_qc=qc):
                     t_dq, t_dkdv = bwd_stages(D, inputs)

@@ -183,32 +183,30 @@ def dkdv_kernel(
             # for some row group g
             count = tile_list(TMAX + bh * n_qblk * NG * n_kblk + col0, NG * n_kblk, n_kblk, TAUMIN + bh * n_qblk * NG,
                               NG, 1, no_thr, n_qseq, qlist, False, KCHUNK, NG, True, KPP, n_kblk - col0)
-            for i in range(0, count):
-                start_m = tl.load(qlist + i) * BLOCK_M
-                for c in range(0, BLOCK_M, QC):
-                    start_c = start_m + c
-                    # rows past the end, or (causal) rows that see none of these keys, contribute nothing
-                    live = start_c < Lq
-                    if CAUSAL:
-                        live = live & (start_n <= start_c + QC - 1 + (Lk - Lq))
-                    if live:
-                        offs_m = start_c + offs_c
-                        rmask = offs_m < Lq
-                        q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-                        do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
-                        tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
-                        delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
-                        xT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale
-                        if needs_mask(start_c, start_n, Lq, Lk, QC, NK, CAUSAL, HAS_KPM):
-                            xT = mask_scores_b(xT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL,
-                                               HAS_KPM)
-                        yT = xT - tau[None, :]
-                        pT = probs_y(yT, inv_a, is_soft, KIND)
-                        uT = grad_weights_y(pT, yT, inv_a, is_soft, KIND)
-                        gT = tl.dot(vb, tl.trans(do), input_precision=PREC)
-                        dzT = uT * (gT - delta[None, :])
-                        dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
-                        dk += tl.dot(dzT.to(q.dtype), q, input_precision=PREC)
+            # one flat loop over (query block, chunk) pairs, without a branch around the body, so that Triton's
+            # software pipeliner prefetches the next chunk's q, dO, τ, δ (cp.async) while this one computes; a
+            # nested chunk loop with a skip test loaded them synchronously (one program per SM: nothing hid the
+            # latency). Chunks with no visible entry (rows past Lq: τ = inf; causal chunks above the diagonal:
+            # masked) contribute zeros.
+            NCH: tl.constexpr = BLOCK_M // QC
+            for j in range(0, count * NCH):
+                start_c = tl.load(qlist + j // NCH) * BLOCK_M + (j % NCH) * QC
+                offs_m = start_c + offs_c
+                rmask = offs_m < Lq
+                q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
+                do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
+                tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
+                delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
+                xT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale
+                if needs_mask(start_c, start_n, Lq, Lk, QC, NK, CAUSAL, HAS_KPM):
+                    xT = mask_scores_b(xT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                yT = xT - tau[None, :]
+                pT = probs_y(yT, inv_a, is_soft, KIND)
+                uT = grad_weights_y(pT, yT, inv_a, is_soft, KIND)
+                gT = tl.dot(vb, tl.trans(do), input_precision=PREC)
+                dzT = uT * (gT - delta[None, :])
+                dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
+                dk += tl.dot(dzT.to(q.dtype), q, input_precision=PREC)
         dk = dk * scale
         kmask = (offs_n[:, None] < Lk) & (offs_d[None, :] < D)
         # DK and DV are allocated alike (strides sgb, sgh, sgn)
