@@ -23,6 +23,7 @@ import triton
 from . import config
 from .backward import dkdv_kernel, dq_kernel
 from .forward import output_kernel
+from .stragglers import gather_rows_kernel, tau_gather_kernel
 from .threshold import rowmax_kernel, tau_kernel
 
 LN2 = math.log(2.0)
@@ -132,8 +133,9 @@ def split_tau(geo, kind) -> bool:
 
 
 def forward_buffers(geo, q, v, need_stats, split=False):
-    """(out, m, tau, supp, tmax, taumin, lists, state) of one forward call; state: the split τ pass's per-row
-    iteration state (4 planes), a dummy otherwise."""
+    """(out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count) of one forward call; state: the split τ
+    pass's per-row iteration state (4 planes), rows / rows_count: its gathered unfinished rows
+    (config.TAU_GATHER_FROM); dummies otherwise."""
     dev = q.device
     out = _new(q.shape[:-1] + (v.shape[-1],), q.dtype, dev)
     m = _new(geo.stat_shape(), torch.float32, dev)
@@ -145,7 +147,11 @@ def forward_buffers(geo, q, v, need_stats, split=False):
     taumin = _new(taumin_shape, torch.float32, dev)
     lists = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
     state = _new((4,) + geo.stat_shape(), torch.float32, dev) if split else _dummy(dev)
-    return out, m, tau, supp, tmax, taumin, lists, state
+    # the split pass's gathered unfinished rows (stragglers.py): indices per (batch, head) and their count
+    gather = split and config.TAU_GATHER_FROM is not None
+    rows = _new((geo.B * geo.H, geo.Nq), torch.int32, dev) if gather else _dummy(dev)
+    rows_count = _new((geo.B * geo.H,), torch.int32, dev) if gather else _dummy(dev)
+    return out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count
 
 
 def _stages(g, kernel):
@@ -165,7 +171,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     _fwd_impl runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: forward_buffers()
     (with split=True when split_tau(g, g.kind): the τ pass then makes min(max_iters, SPLIT_SWEEPS)
     one-sweep launches and, if sweeps remain, one looping launch)."""
-    out, m, tau, supp, tmax, taumin, lists, state = bufs
+    out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count = bufs
     sq, sk, sv, so = g.strides(q), g.strides(k), g.strides(v), g.strides(out)
     common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
     grid = g.grid_q()
@@ -184,18 +190,40 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
                          MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, FIRST=first, STATE=split,
                          N_LOOP=n_loop, **_stages(g, kernel), **cap)
 
+    def gather_launches(n_loop):
+        """Gather the unfinished rows, sweep them (n_loop sweeps at most), then write τ and τ_min from the state
+        with a τ launch that makes no sweep (stragglers.py)."""
+        bh = g.B * g.H
+
+        def gather():
+            gather_rows_kernel[(bh,)](m, state, g.alpha_buf, g.cq, g.ck, rows, rows_count, g.H, g.Nq_arg, g.Nk_arg,
+                                      g.smb, g.smh, float(scale), sst, g.Nq, KIND=g.kind, IS_VARLEN=g.varlen,
+                                      CHUNK=config.GATHER_CHUNK, num_warps=4)
+
+        def sweeps():
+            tau_gather_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, lists, state, rows, rows_count,
+                                    *common, sst, g.Nq, N_LOOP=n_loop, KC=config.GATHER_KC, **g.meta,
+                                    **_regcap("tau"))
+        return [gather, sweeps, lambda: tau_launch(False, 0, cap)]
+
     # (first, sweeps after sweep 0, register cap[, the launch's pipeline-stage knob]) of each τ launch
     if not split:
-        plan = [(True, max_iters - 1, _regcap("tau"))]
+        tau_launches = [lambda: tau_launch(True, max_iters - 1, _regcap("tau"))]
     else:
         # sweeps 0 .. SPLIT_SWEEPS - 1 one per launch (capped registers); the rare rows left after them
-        # finish in one launch with a loop over the remaining sweeps
+        # finish in one launch with a loop over the remaining sweeps. With TAU_GATHER_FROM, the sweeps from
+        # that one on run over gathered rows instead (gather_launches)
         cap = _regcap("tau", g.launch.split_maxnreg)
-        n_split = min(max_iters, config.SPLIT_SWEEPS)
-        plan = [(it == 0, 0 if it == 0 else 1, cap, "split") for it in range(n_split)]
-        if max_iters > n_split:
-            plan.append((False, max_iters - n_split, _regcap("tau")))
-    tau_launches = [lambda p=p: tau_launch(*p) for p in plan]
+        gather_from = config.TAU_GATHER_FROM if rows.numel() > 1 else None
+        if gather_from is not None and gather_from < max_iters:
+            plan = [(it == 0, 0 if it == 0 else 1, cap, "split") for it in range(max(gather_from, 1))]
+            tau_launches = [lambda p=p: tau_launch(*p) for p in plan] + gather_launches(max_iters - len(plan))
+        else:
+            n_split = min(max_iters, config.SPLIT_SWEEPS)
+            plan = [(it == 0, 0 if it == 0 else 1, cap, "split") for it in range(n_split)]
+            if max_iters > n_split:
+                plan.append((False, max_iters - n_split, _regcap("tau")))
+            tau_launches = [lambda p=p: tau_launch(*p) for p in plan]
 
     def tau_pass():
         for launch in tau_launches:

@@ -47,6 +47,13 @@ SPLIT_MIN_TILES = 1 << 16
 # (run 16, D64 N16k: after 4 sweeps 36 of 524288 rows were unfinished on random inputs, 1382 on clustered)
 SPLIT_SWEEPS = 5
 
+# Split τ pass: from this sweep on, the rows still unfinished are gathered per (batch, head) and swept in tiles
+# of gathered rows (stragglers.py) instead of whole query blocks; None: every sweep by blocks. Run 27 (D64 N16k
+# random): the third launch swept 71% of the blocks for 1.1% of the rows (1.6 ms of the τ pass's 7.0).
+TAU_GATHER_FROM = 2
+GATHER_CHUNK = 1024  # rows examined per step when listing a head's unfinished rows (gather_rows_kernel)
+GATHER_KC = 32  # key tiles judged per step when listing a gathered tile's candidate tiles (128 rows each)
+
 # dq in one sweep over its tiles instead of two (backward.dq_kernel ONE_SWEEP: δ̂ = dO·o from the forward's
 # output, a second accumulator Σ u k, dq corrected once δ is known). Measured (run 29, H200 bf16 N16k causal,
 # results/2026-11-29-h200-run29): dq D64 random 5.56 -> 4.51 ms, D64 clustered 0.53 -> 0.47, D128 clustered

@@ -172,12 +172,35 @@ def rowmax_kernel(
 
 
 @triton.jit
+def tile_sums(y, h0, h1, h2, h3, inv_a, KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Add one tile's y = x - τ to a sweep's per-row sums, kept in quarter tiles (fold_sum; reduced once after
+    the sweep): the terms of f, f', f'' at τ (see tau_step) and, for α = 1.5 / 2, min |y| in h3."""
+    ins = y > 0
+    if KIND == 3:
+        yp = tl.where(ins, y, 1.0)
+        t0 = tl.exp2(tl.log2(yp) * inv_a)
+        t1 = t0 / yp
+        h0 += fold_sum(tl.where(ins, t0, 0.0), BLOCK_M, BLOCK_N)
+        h1 += fold_sum(tl.where(ins, t1, 0.0), BLOCK_M, BLOCK_N)
+        h2 += fold_sum(tl.where(ins, t1 / yp, 0.0), BLOCK_M, BLOCK_N)
+    else:
+        yz = tl.maximum(y, 0.0)
+        h0 += fold_sum(ins.to(tl.float32), BLOCK_M, BLOCK_N)
+        h1 += fold_sum(yz, BLOCK_M, BLOCK_N)
+        if KIND == 2:
+            h2 += fold_sum(yz * yz, BLOCK_M, BLOCK_N)
+        # min |y| over every score (one min with an |.| operand): the nearest score to τ on either side
+        h3 = tl.minimum(h3, fold_min(tl.abs(y), BLOCK_M, BLOCK_N))
+    return h0, h1, h2, h3
+
+
+@triton.jit
 def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn, qk_scale, inv_a, tau, m_safe, thr,
                 tmax_row, tlist, n_tiles, n_kblk, offs_g, D: tl.constexpr, BLOCK_M: tl.constexpr,
                 BLOCK_N: tl.constexpr, RG: tl.constexpr, KIND: tl.constexpr, CAUSAL: tl.constexpr,
                 HAS_KPM: tl.constexpr, PREC: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr,
                 NG: tl.constexpr):
-    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see _step) and, for α = 1.5 / 2,
+    """One τ sweep over the candidate tiles: the per-row sums at the current τ (see tau_step) and, for α = 1.5 / 2,
     the distance min |x - τ| from τ to the nearest score. NG: the query block's row groups (tile map rows, thr)."""
     INF: tl.constexpr = float("inf")
     HN: tl.constexpr = BLOCK_N // 4
@@ -202,27 +225,12 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
         if FIRST:
             rel = group_reduce_max(tl.max(y, 1) + rel_shift, BLOCK_M, RG)
             tl.store(tmax_row + offs_g * n_kblk + tile, map_value(rel))
-        ins = y > 0
-        if KIND == 3:
-            yp = tl.where(ins, y, 1.0)
-            t0 = tl.exp2(tl.log2(yp) * inv_a)
-            t1 = t0 / yp
-            h0 += fold_sum(tl.where(ins, t0, 0.0), BLOCK_M, BLOCK_N)
-            h1 += fold_sum(tl.where(ins, t1, 0.0), BLOCK_M, BLOCK_N)
-            h2 += fold_sum(tl.where(ins, t1 / yp, 0.0), BLOCK_M, BLOCK_N)
-        else:
-            yz = tl.maximum(y, 0.0)
-            h0 += fold_sum(ins.to(tl.float32), BLOCK_M, BLOCK_N)
-            h1 += fold_sum(yz, BLOCK_M, BLOCK_N)
-            if KIND == 2:
-                h2 += fold_sum(yz * yz, BLOCK_M, BLOCK_N)
-            # min |y| over every score (one min with an |.| operand): the nearest score to τ on either side
-            h3 = tl.minimum(h3, fold_min(tl.abs(y), BLOCK_M, BLOCK_N))
+        h0, h1, h2, h3 = tile_sums(y, h0, h1, h2, h3, inv_a, KIND, BLOCK_M, BLOCK_N)
     return tl.sum(h0, 1), tl.sum(h1, 1), tl.sum(h2, 1), tl.min(h3, 1)
 
 
 @triton.jit
-def _step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.constexpr, W: tl.constexpr):
+def tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.constexpr, W: tl.constexpr):
     """Accept the rows whose τ is exact and take the next iterate for the others (module docstring). W: how far
     below τ the sweep's tiles reach (scores in the tiles it skipped are at most τ - W), and so how far below τ a
     root may be accepted: 0 for sweep 0, whose τ is a lower bound."""
@@ -375,7 +383,7 @@ def tau_kernel(
                                                    skn, qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, True, NG)
-                    tau, lo, hi_b, res, done = _step(c0, c1, c2, dmin, valid, tau, lo, hi_b, res, done, inv_a,
+                    tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, valid, tau, lo, hi_b, res, done, inv_a,
                                                      KIND, 0.0)
             else:
                 # a later launch of a split pass: the state the previous launch left
@@ -385,7 +393,7 @@ def tau_kernel(
                 res = tl.load(st + 3 * sst, mask=rmask, other=INF)
                 done = ~valid | (res < INF)
             # later sweeps also visit the tiles up to W below τ (α = 1.5 / 2), so that a root up to W below the
-            # iterate can be verified (_step); that admits few tiles more
+            # iterate can be verified (tau_step); that admits few tiles more
             if (KIND == 1) or (KIND == 2):
                 W: tl.constexpr = 1e-3
             else:
@@ -401,7 +409,7 @@ def tau_kernel(
                                                    qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, False, NG)
-                    tau, lo, hi_b, res, done = _step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND,
+                    tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND,
                                                      W)
             if STATE:
                 tl.store(st, tau, mask=rmask)
