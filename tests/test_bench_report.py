@@ -68,6 +68,7 @@ def test_sweep_time_budget_lists_what_it_did_not_measure():
                            skip=lambda method, N: method == "adasplash_v1" and N > 16384))
     assert len(rows) == 8  # 3 + 3 + 2 (adasplash_v1 at N 65536 skipped entirely)
     assert len(measured) == 3  # at 0, 10 and 20 s; at 30 s the 25 s budget is spent
+    assert [r["wall_s"] for r in rows[:3]] == [10.0, 10.0, 10.0]
     late = rows[3:]
     assert all("time budget" in r["skipped"] and "fwd_ms" not in r for r in late)
     assert {(r["D"], r["N"], r["causal"], r["inputs"], r["method"]) for r in late} == {

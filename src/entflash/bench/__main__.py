@@ -117,7 +117,8 @@ def run_case(method, D, N, causal, inputs, alpha=1.5, H=16, tokens=32768, dtype=
 def sweep_rows(cases, methods, measure, budget_s=None, clock=time.monotonic, skip=lambda method, N: False):
     """The sweep's rows in order: measure(case, method) for each case and method, unless the method is
     skipped (skip(method, N): no row) or the time budget is spent, in which case the row is written with
-    "skipped" saying so, so that a sweep cut short still lists every case it did not measure."""
+    "skipped" saying so, so that a sweep cut short still lists every case it did not measure. A measured row
+    gets its wall time in "wall_s"."""
     t0 = clock()
     for case in cases:
         for method in methods:
@@ -128,7 +129,12 @@ def sweep_rows(cases, methods, measure, budget_s=None, clock=time.monotonic, ski
                 yield {"method": method, "D": D, "N": N, "causal": causal, "inputs": inputs,
                        "skipped": f"time budget of {budget_s:g} s used up before this case"}
                 continue
-            yield measure(case, method)
+            t = clock()
+            row = measure(case, method)
+            # the row's own wall time (compiles, autotuning, sparsity, memory and both timings): where a
+            # sweep's 10 minutes go (run 33: 43 rows in 585 s)
+            row["wall_s"] = round(clock() - t, 1)
+            yield row
 
 
 def errors_report(N=1024, D=64, H=8):
