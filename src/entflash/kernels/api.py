@@ -169,8 +169,10 @@ def _regcap(name, default=None):
 def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     """The forward's three launches as callables, in the order they must run (pass 1, τ pass, output pass):
     _fwd_impl runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: forward_buffers()
-    (with split=True when split_tau(g, g.kind): the τ pass then makes min(max_iters, SPLIT_SWEEPS)
-    one-sweep launches and, if sweeps remain, one looping launch)."""
+    (with split=True when split_tau(g, g.kind): the τ pass then makes config.TAU_GATHER_FROM one-sweep launches,
+    lists the unfinished rows, sweeps them gathered in one launch and writes τ from the state in a last one;
+    with TAU_GATHER_FROM None, min(max_iters, SPLIT_SWEEPS) one-sweep launches and, if sweeps remain, one
+    looping launch)."""
     out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count = bufs
     sq, sk, sv, so = g.strides(q), g.strides(k), g.strides(v), g.strides(out)
     common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))

@@ -10,8 +10,9 @@ A = Σ u (g - δ̂) k, B = Σ u k and the sums Σ u, Σ u g; at the end δ = Σ 
 (stored for the dk/dv kernel, with the row's dα under ALPHA_GRAD) and
 dq = scale (A - (δ - δ̂) B). With the flag off it sweeps twice (δ, then dq).
 Computing δ here instead of storing a second forward output (Σ u v, as
-AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer. The dk/dv program of a key block loops over the
-query heads of its GQA group itself, so no two programs write the same rows.
+AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer.
+The dk/dv program of a key block loops over the query heads of its GQA group
+itself, so no two programs write the same rows.
 Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """
 
@@ -125,8 +126,8 @@ def dq_kernel(
             for i in range(0, count):
                 start_n = tl.load(tlist + i) * BLOCK_N
                 offs_n = start_n + offs_n0
-                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
-                                   BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
+                                   D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
                 vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
                 p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
                 dz = u * (g - delta[:, None])
