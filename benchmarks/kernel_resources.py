@@ -60,7 +60,7 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
                 MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=need_stats,
                 ALPHA_GRAD=kind == config.KIND_GENERAL, NEG_SCALE=False, FIRST=first, STATE=state,
                 N_LOOP=(0 if first else 1) if state else config.MAX_ITERS_EXACT - 1, KPP=L.dkdv_kpp,
-                QC=L.dkdv_qc or L.BLOCK_M, ONE_SWEEP=one_sweep)
+                QC=L.dkdv_qc or L.BLOCK_M, ONE_SWEEP=one_sweep, W=config.sweep_margin(kind))
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
     sig = _signature(fn, dt, cons)

@@ -190,7 +190,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     def tau_launch(first, n_loop, cap, kernel="tau"):
         tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
                          MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, FIRST=first, STATE=split,
-                         N_LOOP=n_loop, **_stages(g, kernel), **cap)
+                         N_LOOP=n_loop, W=config.sweep_margin(g.kind), **_stages(g, kernel), **cap)
 
     def gather_launches(n_loop):
         """Gather the unfinished rows, sweep them (n_loop sweeps at most), then write τ and τ_min from the state
@@ -204,7 +204,8 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
 
         def sweeps():
             tau_gather_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, lists, state, rows, rows_count,
-                                    *common, sst, g.Nq, N_LOOP=n_loop, KC=config.GATHER_KC, **g.meta,
+                                    *common, sst, g.Nq, N_LOOP=n_loop, KC=config.GATHER_KC,
+                                    W=config.sweep_margin(g.kind), **g.meta,
                                     **_regcap("tau"))
         return [gather, sweeps, lambda: tau_launch(False, 0, cap)]
 

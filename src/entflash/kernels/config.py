@@ -27,6 +27,12 @@ KIND_SPARSEMAX = 1  # α = 2: p = [z - τ]_+
 KIND_ENTMAX15 = 2  # α = 1.5: p = [z/2 - τ]_+^2
 KIND_GENERAL = 3  # any α (runtime, per head), incl. α = 1 heads of a per-head tensor
 
+
+def sweep_margin(kind: int) -> float:
+    """W of the τ sweeps after sweep 0 (threshold.tau_step): they also visit the tiles up to W below τ, so that
+    a closed-form root up to W below the iterate can be verified over every score (α = 1.5 / 2; 0 otherwise)."""
+    return 1e-3 if kind in (KIND_SPARSEMAX, KIND_ENTMAX15) else 0.0
+
 # Tests set POISON so that every output buffer starts as NaN: an element a
 # kernel forgot to write then fails the comparison instead of passing by luck.
 POISON = os.environ.get("ENTFLASH_POISON") == "1"

@@ -78,10 +78,10 @@ def tau_gather_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale, sst, nrow,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, N_LOOP: tl.constexpr, KC: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, N_LOOP: tl.constexpr, KC: tl.constexpr, W: tl.constexpr,
 ):
     """Up to N_LOOP sweeps for the gathered rows ROWS[bh, j·BLOCK_M : (j+1)·BLOCK_M] (j = program_id(0)),
-    state in ST as tau_kernel keeps it. The program's tile list lives in LISTS' entry of query block j of bh,
+    state in ST as tau_kernel keeps it, tiles visited down to W below τ as in its later sweeps. The program's tile list lives in LISTS' entry of query block j of bh,
     which no other program of this launch uses."""
     pid_j = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -119,10 +119,6 @@ def tau_gather_kernel(
         map_rows = TMAX + (pid_bh.to(tl.int64) * n_qblk * (BLOCK_M // RG) + offs_m // RG) * n_kblk
         tlist = LISTS + (pid_bh.to(tl.int64) * n_qblk + pid_j) * n_kblk
         HN: tl.constexpr = BLOCK_N // 4
-        if (KIND == 1) or (KIND == 2):
-            W: tl.constexpr = 1e-3
-        else:
-            W: tl.constexpr = 0.0
         for it in range(0, N_LOOP):
             todo = valid & ~done
             if tl.sum(todo.to(tl.int32), 0) > 0:

@@ -306,7 +306,7 @@ def tau_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr,
-    FIRST: tl.constexpr, STATE: tl.constexpr, N_LOOP: tl.constexpr,
+    FIRST: tl.constexpr, STATE: tl.constexpr, N_LOOP: tl.constexpr, W: tl.constexpr,
 ):
     """The τ pass. Fused (FIRST, not STATE): sweep 0 and up to N_LOOP = MAX_ITERS - 1 further sweeps in one
     launch. Split (STATE): the iteration's per-row state (iterate, bracket, accepted root) is kept in ST
@@ -392,12 +392,8 @@ def tau_kernel(
                 hi_b = tl.load(st + 2 * sst, mask=rmask, other=0.0)
                 res = tl.load(st + 3 * sst, mask=rmask, other=INF)
                 done = ~valid | (res < INF)
-            # later sweeps also visit the tiles up to W below τ (α = 1.5 / 2), so that a root up to W below the
-            # iterate can be verified (tau_step); that admits few tiles more
-            if (KIND == 1) or (KIND == 2):
-                W: tl.constexpr = 1e-3
-            else:
-                W: tl.constexpr = 0.0
+            # later sweeps also visit the tiles up to W below τ (config.sweep_margin), so that a root up to W
+            # below the iterate can be verified (tau_step); that admits few tiles more
             for it in range(0, N_LOOP):
                 todo = valid & ~done
                 n_todo = tl.sum(todo.to(tl.int32), 0)
