@@ -46,7 +46,7 @@ def _signature(fn, dt, constexprs):
 
 
 def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False, varlen=False, need_stats=False,
-                 maxnreg=None, first=True, state=False, one_sweep=False):
+                 maxnreg=None, first=True, state=False, one_sweep=None):
     """fn compiled for sm_90 (no GPU needed) with the launch settings the library would use.
 
     Pointers and integer arguments carry the divisibility-by-16 hint that Triton's launcher gives them at
@@ -60,7 +60,8 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
                 MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=need_stats,
                 ALPHA_GRAD=kind == config.KIND_GENERAL, NEG_SCALE=False, FIRST=first, STATE=state,
                 N_LOOP=(0 if first else 1) if state else config.MAX_ITERS_EXACT - 1, KPP=L.dkdv_kpp,
-                QC=L.dkdv_qc or L.BLOCK_M, ONE_SWEEP=one_sweep, W=config.sweep_margin(kind))
+                QC=L.dkdv_qc or L.BLOCK_M,
+                ONE_SWEEP=config.DQ_ONE_SWEEP if one_sweep is None else one_sweep, W=config.sweep_margin(kind))
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
     sig = _signature(fn, dt, cons)

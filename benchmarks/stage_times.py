@@ -70,6 +70,7 @@ if __name__ == "__main__":
     # `stage_times.py dqone`: dq in two sweeps (δ, then dq) and in one (config.DQ_ONE_SWEEP) under register caps
     # (sm_90 offline, D64: one sweep 181 registers uncapped, 24 bytes of spills at 168, 96 at 128)
     if sys.argv[1:2] == ["dqone"]:
+        default_one = config.DQ_ONE_SWEEP
         for D, inputs in [(64, "clustered"), (64, "random"), (128, "clustered")]:
             for one, caps in ((False, ("default",)), (True, ("default", None, 168))):
                 for cap in caps:
@@ -79,7 +80,7 @@ if __name__ == "__main__":
                         t_dq, t_dkdv = bwd_stages(D, inputs)
                     print(f"D={D} {inputs} DQ_ONE_SWEEP={one} dq_maxnreg={cap}: dq {t_dq} ms, dkdv {t_dkdv} ms",
                           flush=True)
-        config.DQ_ONE_SWEEP = False
+        config.DQ_ONE_SWEEP = default_one
         sys.exit(0)
     # `stage_times.py dkdv`: the dk/dv kernel under (key tiles per program, query rows per chunk) variants
     if sys.argv[1:2] == ["dkdv"]:
