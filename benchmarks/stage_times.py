@@ -62,6 +62,18 @@ def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16):
 
 
 if __name__ == "__main__":
+    # `stage_times.py n 4096`: forward stages and backward kernels at another N (B = 32768 / N, the bench's
+    # token count), D64 causal, both inputs: where a short-sequence case loses (run 33: N4k random f+b 1.21x
+    # AdaSplash-2's)
+    if sys.argv[1:2] == ["n"]:
+        N = int(sys.argv[2])
+        B = max(1, 32768 // N)
+        for inputs in ("clustered", "random"):
+            t, cand = stages(64, inputs, N=N, B=B)
+            t_dq, t_dkdv = bwd_stages(64, inputs, N=N, B=B)
+            print(f"D=64 N={N} B={B} {inputs}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, dq {t_dq} ms, "
+                  f"dkdv {t_dkdv} ms, output-tile fraction {cand}", flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)
