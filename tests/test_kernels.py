@@ -356,7 +356,13 @@ def test_unsupported_inputs_raise():
         entflash.entmax_attention(q, k, v, backend="triton")
 
 
-def test_nan_input_propagates_to_its_rows_only():
+@pytest.mark.parametrize("split", ["auto", "gathered"])
+def test_nan_input_propagates_to_its_rows_only(monkeypatch, split):
+    """A NaN query row gives a NaN output row and leaves the others finite, also when the τ pass is split and
+    its unfinished rows are gathered from sweep 1 on (a NaN row is never listed: its maximum is NaN)."""
+    if split == "gathered":
+        monkeypatch.setattr(config, "TAU_SPLIT", "always")
+        monkeypatch.setattr(config, "TAU_GATHER_FROM", 1)
     q, k, v = rand_qkv(1, 1, 1, 20, 20, 16, device=DEV)
     q[0, 0, 3, 0] = math.nan
     out = entflash.entmax_attention(q, k, v, backend="triton")
