@@ -12,6 +12,7 @@
 #   taulaunch benchmarks/tau_launches.py (per-launch times of the split tau pass) -> tau_launches.txt
 #   regcap    benchmarks/regcap_probe.py (backward under dq register caps) -> regcap_probe.txt
 #   launch    benchmarks/launch_sweep.py (per-kernel num_warps/num_stages) -> launch_sweep.jsonl, .txt
+# TCACHE_SAVE=1: also return Triton's cache as $OUT/tcache.tgz (see below; a carried ./.tcache.tgz starts warm).
 # Pass ENTFLASH_COMMIT=<hash of the working tree> in the command: the device copy's git HEAD can be stale
 # (run 5 recorded an older commit that way).
 set -o pipefail
@@ -24,6 +25,13 @@ else
   export PYTHONPATH=src
 fi
 export PYTHONUNBUFFERED=1 ENTFLASH_COMMIT=${ENTFLASH_COMMIT:-unknown}
+# Triton's compiled kernels and autotuning results (entflash's and AdaSplash's) kept between calls: a
+# .tcache.tgz in the checkout (ignored; name it in `carry`) is unpacked into the cache, and with TCACHE_SAVE=1
+# the cache is packed into $OUT/tcache.tgz after the steps (one file: what comes back must be at most two
+# folders deep). Without the file every call compiles and autotunes from scratch, as before.
+export TRITON_CACHE_DIR=/tmp/tcache TRITON_CACHE_AUTOTUNING=1
+mkdir -p "$TRITON_CACHE_DIR"
+if [ -f .tcache.tgz ]; then tar -xzf .tcache.tgz -C "$TRITON_CACHE_DIR" && echo "triton cache: $(find "$TRITON_CACHE_DIR" -type f | wc -l) files from .tcache.tgz"; fi
 { nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; date -u; echo "commit $ENTFLASH_COMMIT"; } | tee "$OUT/env.txt"
 for step in $steps; do
   echo "=== $step $(date -u +%T)"
@@ -47,3 +55,6 @@ for step in $steps; do
     *) echo "unknown step $step" ;;
   esac
 done
+if [ "${TCACHE_SAVE:-0}" = 1 ]; then
+  tar -czf "$OUT/tcache.tgz" -C "$TRITON_CACHE_DIR" . && ls -l "$OUT/tcache.tgz"
+fi
