@@ -223,7 +223,8 @@ def test_split_tau_pass_matches_fused(monkeypatch, alpha):
         alpha = torch.tensor([1.0, 1.5, 1.7], device=DEV)  # a softmax head among entmax heads
     kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True, backend="triton")
     res = {}
-    for mode, gather_from in (("never", None), ("always", None), ("always", 1)):
+    default = config.TAU_GATHER_FROM  # the library's setting (2): gathering after the second sweep
+    for mode, gather_from in (("never", None), ("always", None), ("always", 1), ("always", default)):
         monkeypatch.setattr(config, "TAU_SPLIT", mode)
         monkeypatch.setattr(config, "TAU_GATHER_FROM", gather_from)
         res[mode, gather_from] = entflash.entmax_attention(q, k, v, **kw)
@@ -237,6 +238,7 @@ def test_split_tau_pass_matches_fused(monkeypatch, alpha):
     assert ((a.tau[fin] - c.tau[fin]).abs() <= 1e-6 * a.tau[fin].abs().clamp(min=1.0)).all()
     assert torch.equal(a.support, c.support)
     assert (a.out - c.out).abs().max() < 1e-6
+    assert (a.out - res["always", default].out).abs().max() < 1e-6
     ref = oracle(q, k, v, alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True)
     for r in (b, c):
         assert torch.equal(r.support.cpu(), ref.support)
