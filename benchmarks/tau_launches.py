@@ -47,7 +47,7 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
     config.TAU_SPLIT = "always"
     n_iters = config.MAX_ITERS_EXACT
     config.SPLIT_SWEEPS = n_iters  # every sweep its own launch, to time each
-    config.TAU_GATHER_FROM = None  # block-wise sweeps only (the gathered ones: stage_times.py gather)
+    config.TAU_GATHER_FROM = None  # block-wise sweeps only (stage_times.py times the τ pass with gathering)
     q, k, v, g, bufs = forward_setup(D, inputs, True, N, B, H)  # TAU_SPLIT "always": bufs has the state
     out, m, tau, supp, tmax, taumin, lists, state = bufs[:8]
     f1, f2, _ = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False)

@@ -165,7 +165,7 @@ def subset_top16(x):
 
 
 def sweeps_rule(x, tau0, rule, near=True, lo_m1=False, max_sweeps=16):
-    """Sweeps per row of the kernel's α = 1.5 iteration (threshold._step) from tau0; rule: "members" (closed
+    """Sweeps per row of the kernel's α = 1.5 iteration (threshold.tau_step) from tau0; rule: "members" (closed
     form accepted when no member lies below it), "abs" (|t| <= min |x - τ|, main since session 6), "two"
     (members, or t < 0 with no non-member between). near: also accept a step below the tolerance (main since
     session 4); lo_m1: the bracket starts at m - 1 instead of at the start."""

@@ -209,24 +209,21 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
                                     **_regcap("tau"))
         return [gather, sweeps, lambda: tau_launch(False, 0, cap)]
 
-    # (first, sweeps after sweep 0, register cap[, the launch's pipeline-stage knob]) of each τ launch
     if not split:
         tau_launches = [lambda: tau_launch(True, max_iters - 1, _regcap("tau"))]
     else:
-        # sweeps 0 .. SPLIT_SWEEPS - 1 one per launch (capped registers); the rare rows left after them
-        # finish in one launch with a loop over the remaining sweeps. With TAU_GATHER_FROM, the sweeps from
-        # that one on run over gathered rows instead (gather_launches)
+        # the first sweeps one per launch (capped registers; sweep 0 is the one with FIRST); the rows left after
+        # them finish over gathered rows (gather_launches) from sweep TAU_GATHER_FROM on, or else, after
+        # SPLIT_SWEEPS one-sweep launches, in one launch with a loop over the remaining sweeps
         cap = _regcap("tau", g.launch.split_maxnreg)
-        gather_from = config.TAU_GATHER_FROM if rows.numel() > 1 else None
-        if gather_from is not None and gather_from < max_iters:
-            plan = [(it == 0, 0 if it == 0 else 1, cap, "split") for it in range(max(gather_from, 1))]
-            tau_launches = [lambda p=p: tau_launch(*p) for p in plan] + gather_launches(max_iters - len(plan))
-        else:
-            n_split = min(max_iters, config.SPLIT_SWEEPS)
-            plan = [(it == 0, 0 if it == 0 else 1, cap, "split") for it in range(n_split)]
-            if max_iters > n_split:
-                plan.append((False, max_iters - n_split, _regcap("tau")))
-            tau_launches = [lambda p=p: tau_launch(*p) for p in plan]
+        gather_from = config.TAU_GATHER_FROM if rows.numel() > 1 else None  # rows: allocated only to gather
+        gather = gather_from is not None and gather_from < max_iters
+        n_one = max(gather_from, 1) if gather else min(max_iters, config.SPLIT_SWEEPS)
+        tau_launches = [lambda it=it: tau_launch(it == 0, 0 if it == 0 else 1, cap, "split") for it in range(n_one)]
+        if gather:
+            tau_launches += gather_launches(max_iters - n_one)
+        elif max_iters > n_one:
+            tau_launches.append(lambda: tau_launch(False, max_iters - n_one, _regcap("tau")))
 
     def tau_pass():
         for launch in tau_launches:

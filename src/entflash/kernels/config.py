@@ -33,6 +33,7 @@ def sweep_margin(kind: int) -> float:
     a closed-form root up to W below the iterate can be verified over every score (α = 1.5 / 2; 0 otherwise)."""
     return 1e-3 if kind in (KIND_SPARSEMAX, KIND_ENTMAX15) else 0.0
 
+
 # Tests set POISON so that every output buffer starts as NaN: an element a
 # kernel forgot to write then fails the comparison instead of passing by luck.
 POISON = os.environ.get("ENTFLASH_POISON") == "1"

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .common import head_alpha, load_cols, load_rows, mask_scores_b, program_ids, row_offset
-from .threshold import rel_thr, tau_step, tile_sums
+from .threshold import load_state, rel_thr, store_state, tau_step, tile_sums
 
 
 @triton.jit
@@ -106,11 +106,7 @@ def tau_gather_kernel(
         valid = m > float("-inf")
         m_safe = tl.where(valid, m, 0.0)
         st = ST + stat_off + offs_m
-        tau = tl.load(st, mask=smask, other=0.0)
-        lo = tl.load(st + sst, mask=smask, other=0.0)
-        hi_b = tl.load(st + 2 * sst, mask=smask, other=0.0)
-        res = tl.load(st + 3 * sst, mask=smask, other=INF)
-        done = ~valid | (res < INF)
+        tau, lo, hi_b, res, done = load_state(st, sst, smask, valid)
         q = load_rows(Q + row_offset(b, h, qs, sqb, sqh, sqn), offs_m, offs_d, Lq, sqn, D)
         hi = Lk
         if CAUSAL:
@@ -137,7 +133,4 @@ def tau_gather_kernel(
                     h0, h1, h2, h3 = tile_sums(y, h0, h1, h2, h3, inv_a, KIND, BLOCK_M, BLOCK_N)
                 tau, lo, hi_b, res, done = tau_step(tl.sum(h0, 1), tl.sum(h1, 1), tl.sum(h2, 1), tl.min(h3, 1), todo,
                                                     tau, lo, hi_b, res, done, inv_a, KIND, W)
-        tl.store(st, tau, mask=smask)
-        tl.store(st + sst, lo, mask=smask)
-        tl.store(st + 2 * sst, hi_b, mask=smask)
-        tl.store(st + 3 * sst, res, mask=smask)
+        store_state(st, sst, smask, tau, lo, hi_b, res)

@@ -299,6 +299,26 @@ def tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.c
 
 
 @triton.jit
+def load_state(st, sst, mask, valid):
+    """A split τ pass's per-row iteration state at st (planes sst apart: iterate, bracket low / high, accepted
+    root or inf) and which rows are done (invalid, or a root accepted)."""
+    tau = tl.load(st, mask=mask, other=0.0)
+    lo = tl.load(st + sst, mask=mask, other=0.0)
+    hi_b = tl.load(st + 2 * sst, mask=mask, other=0.0)
+    res = tl.load(st + 3 * sst, mask=mask, other=float("inf"))
+    return tau, lo, hi_b, res, ~valid | (res < float("inf"))
+
+
+@triton.jit
+def store_state(st, sst, mask, tau, lo, hi_b, res):
+    """The inverse of load_state."""
+    tl.store(st, tau, mask=mask)
+    tl.store(st + sst, lo, mask=mask)
+    tl.store(st + 2 * sst, hi_b, mask=mask)
+    tl.store(st + 3 * sst, res, mask=mask)
+
+
+@triton.jit
 def tau_kernel(
     Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS, ST,
     sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
@@ -384,14 +404,10 @@ def tau_kernel(
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, True, NG)
                     tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, valid, tau, lo, hi_b, res, done, inv_a,
-                                                     KIND, 0.0)
+                                                        KIND, 0.0)
             else:
                 # a later launch of a split pass: the state the previous launch left
-                tau = tl.load(st, mask=rmask, other=0.0)
-                lo = tl.load(st + sst, mask=rmask, other=0.0)
-                hi_b = tl.load(st + 2 * sst, mask=rmask, other=0.0)
-                res = tl.load(st + 3 * sst, mask=rmask, other=INF)
-                done = ~valid | (res < INF)
+                tau, lo, hi_b, res, done = load_state(st, sst, rmask, valid)
             # later sweeps also visit the tiles up to W below τ (config.sweep_margin), so that a root up to W
             # below the iterate can be verified (tau_step); that admits few tiles more
             for it in range(0, N_LOOP):
@@ -405,13 +421,10 @@ def tau_kernel(
                                                    qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, False, NG)
-                    tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND,
-                                                     W)
+                    tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a,
+                                                        KIND, W)
             if STATE:
-                tl.store(st, tau, mask=rmask)
-                tl.store(st + sst, lo, mask=rmask)
-                tl.store(st + 2 * sst, hi_b, mask=rmask)
-                tl.store(st + 3 * sst, res, mask=rmask)
+                store_state(st, sst, rmask, tau, lo, hi_b, res)
             # rows that hit MAX_ITERS keep the last iterate (accurate to rounding); every launch of a split
             # pass writes the results as they stand, so the last one leaves them final
             tau = tl.where(valid & ~done, tau, res)
