@@ -55,6 +55,9 @@ for step in $steps; do
     *) echo "unknown step $step" ;;
   esac
 done
+# the compared libraries' autotuning choices the bench recorded (bench/autotune_cache.py): commit them under
+# benchmarks/autotune/ so that later sweeps restore instead of re-tuning
+cp benchmarks/autotune/*.json "$OUT/" 2>/dev/null || true
 if [ "${TCACHE_SAVE:-0}" = 1 ]; then
   tar -czf "$OUT/tcache.tgz" -C "$TRITON_CACHE_DIR" . && ls -l "$OUT/tcache.tgz"
 fi

@@ -51,10 +51,10 @@ def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16):
     q, k, v, g, fb = forward_setup(D, inputs, causal, N, B, H)
     for f in api.forward_stages(q, k, v, g, D ** -0.5, fb, need_stats=False):
         f()
-    tau, tmax, taumin = fb[2], fb[4], fb[5]
+    m, tau, tmax, taumin = fb[1], fb[2], fb[4], fb[5]
     do = torch.randn_like(q)
     bb = api.backward_buffers(g, q, k, v, need_dalpha=False)
-    b1, b2 = api.backward_stages(do, q, k, v, tau, tmax, taumin, g, D ** -0.5, bb, need_dalpha=False, out=fb[0])
+    b1, b2 = api.backward_stages(do, q, k, v, tau, m, tmax, taumin, g, D ** -0.5, bb, need_dalpha=False, out=fb[0])
     b12 = lambda: (b1(), b2())  # noqa: E731  (dk/dv reads the δ that dq writes)
     b12()
     t1, t12 = (do_bench(f, warmup=10, rep=40, return_mode="median") for f in (b1, b12))

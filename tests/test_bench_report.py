@@ -79,3 +79,37 @@ def test_sweep_time_budget_lists_what_it_did_not_measure():
     now[0] = 0.0
     measured.clear()
     assert len(list(sweep_rows(cases, methods, measure))) == 9 and len(measured) == 9
+
+
+def test_autotune_cache_roundtrip(tmp_path, monkeypatch):
+    """The recorded autotuning choices come back into an autotuner's cache under the same key, with the same
+    configuration; keys already tuned in this process are kept; a file from another library is ignored."""
+    import sys
+    import types
+
+    import triton
+    import triton.language as tl
+
+    from entflash.bench import autotune_cache
+
+    @triton.autotune(configs=[triton.Config({"BLOCK": 32}, num_warps=2), triton.Config({"BLOCK": 64}, num_warps=4)],
+                     key=["N"])
+    @triton.jit
+    def kern(X, N, BLOCK: tl.constexpr):
+        pass
+
+    mod = types.ModuleType("adasplash_fake_for_test")
+    mod.kern = kern
+    monkeypatch.setitem(sys.modules, "adasplash_fake_for_test", mod)
+    key = (4096, 64, "torch.bfloat16")
+    kern.cache[key] = triton.Config({"BLOCK": 64}, num_warps=4, num_stages=3)
+    path = tmp_path / "tune.json"
+    assert autotune_cache.save(str(path)) == 1
+    kern.cache.clear()
+    kern.cache[(16384, 64, "torch.bfloat16")] = triton.Config({"BLOCK": 32}, num_warps=2, num_stages=2)
+    assert autotune_cache.load(str(path)) == 1
+    c = kern.cache[key]
+    assert (c.kwargs, c.num_warps, c.num_stages) == ({"BLOCK": 64}, 4, 3)
+    assert kern.cache[(16384, 64, "torch.bfloat16")].kwargs == {"BLOCK": 32}  # not overwritten
+    assert autotune_cache.save(str(path)) == 2  # merged with the file
+    assert autotune_cache.load(str(tmp_path / "missing.json")) == 0

@@ -7,6 +7,7 @@ Outputs are poisoned (NaN) before every launch.
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -176,6 +177,7 @@ def test_pass1_lower_bound_is_a_bound(alpha, causal):
     lb = tau.clone()
     f2()
     f3()
+    tau = tau + m  # the τ pass stores τ - m
     valid = torch.isfinite(m) & torch.isfinite(tau)
     assert valid.sum() > 50
     margin = 1e-4 * (1 + m.abs())
@@ -400,10 +402,13 @@ def _seeded_run(Hkv, G, Nq, Nk, D, alpha, causal, scale, pad, seed):
     return out.cpu(), oracle(q, k, v, **kw), low
 
 
-# derandomized: the same 8 draws on every run. A fresh draw can hit the open defect below (float32 τ at
-# |τ| ~ 400; CI failed on one in session 7), and a red CI would hold back every other change; the defect is
-# tracked by test_large_tau_float32_resolution instead of by chance
-@settings(max_examples=8, deadline=None, derandomize=True)
+# derandomized in CI: the same 8 draws on every run (a fresh draw found the float32 τ defect of session 7,
+# now test_large_tau_float32_resolution; a red CI holds back every change). ENTFLASH_FRESH_DRAWS=<n> runs n
+# fresh draws instead, the search for new defects: run it after kernel changes
+_FRESH = int(os.environ.get("ENTFLASH_FRESH_DRAWS", "0"))
+
+
+@settings(max_examples=_FRESH or 8, deadline=None, derandomize=not _FRESH)
 @given(
     Hkv=st.integers(1, 2), G=st.integers(1, 2), Nq=st.integers(1, 40), Nk=st.integers(1, 40),
     D=st.sampled_from([16, 24]), alpha=st.sampled_from([1.0, 1.25, 1.5, 2.0]), causal=st.booleans(),
@@ -418,13 +423,10 @@ def test_property_kernels_vs_oracle(Hkv, G, Nq, Nk, D, alpha, causal, scale, pad
     assert (out[empty] == 0).all()
 
 
-@pytest.mark.xfail(strict=True, reason="open defect (benchmarks/NOTES.md, session 7): τ is kept as an absolute "
-                   "float32, so at |τ| ~ 400 (scale 45) one ulp of τ (3e-5) is an error in every p; a fix keeps τ "
-                   "relative to the row maximum and needs a GPU run")
 def test_large_tau_float32_resolution():
-    """The draw the CPU property test found (α = 2, scale 45.25, causal, Nq 38 > Nk 7): τ ≈ 406.2274 ends one
-    float32 ulp from the float64 root with the right support, and the output misses the tolerance rule (7.4e-5
-    against 6.0e-5). Strict: when the defect is fixed this test passes and the mark must go."""
+    """The draw the CPU property test found in session 7 (α = 2, scale 45.25, causal, Nq 38 > Nk 7): τ ≈ 406.2274,
+    where one float32 ulp is 3e-5. With τ kept as an absolute float32 the output missed the tolerance rule
+    (7.4e-5 against 6.0e-5); the kernels now keep τ - m and x - m (m: the row maximum)."""
     out, ref, low = _seeded_run(1, 1, 38, 7, 24, 2.0, True, 45.25, False, 2072656)
     assert_close_rule(out, ref, low, 2.0, 5e-5)
 

@@ -7,6 +7,9 @@
     python -m entflash.bench --targets             # only the cases of the speed targets (issue 4), then the report
     python -m entflash.bench --from-jsonl F.jsonl --plot   # no GPU: table, target report and plots of saved rows
 
+AdaSplash's autotuning choices are cached in benchmarks/autotune/<gpu>.json
+(autotune_cache.py): a second sweep on the same GPU does not re-tune.
+
 Writes benchmarks/results/<date>-<gpu>.jsonl (one object per case and method),
 prints a table, and with --plot draws PNGs next to the JSONL.
 """
@@ -24,6 +27,7 @@ import time
 
 import torch
 
+from . import autotune_cache
 from .inputs import make_inputs
 from .methods import ALL_METHODS, get_method
 from .targets import TARGET_CASES, target_report
@@ -214,6 +218,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=None,
                     help="stop measuring after this many seconds: the remaining (case, method) rows are written as skipped")
     ap.add_argument("--errors", action="store_true", help="exactness report instead of timings")
+    ap.add_argument("--autotune-cache", default=None, metavar="FILE",
+                    help="JSON of the compared libraries' autotuning choices, restored before and recorded after each "
+                         "row (default benchmarks/autotune/<gpu>.json; 'none' to tune from scratch)")
     ap.add_argument("--out", default=None, help="JSONL path (default benchmarks/results/<date>-<gpu>.jsonl)")
     ap.add_argument("--plot", action="store_true")
     ap.add_argument("--targets", action="store_true", help="run only the cases of the speed targets")
@@ -252,6 +259,9 @@ def main(argv=None) -> int:
             cases = [(D, N, c == "yes", inputs) for D in args.d for N in args.n for c in args.causal
                      for inputs in args.inputs]
         spars = {}
+        tune_file = None if args.autotune_cache == "none" else (
+            args.autotune_cache or os.path.join("benchmarks", "autotune", f"{env['gpu'].replace(' ', '_')}.json"))
+        print(f"autotune cache: {autotune_cache.load(tune_file)} choices restored from {tune_file}", flush=True)
 
         def measure(case, method):
             D, N, causal, inputs = case
@@ -262,6 +272,7 @@ def main(argv=None) -> int:
             r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads, tokens=args.tokens,
                          rep=args.rep)
             r["elem_sparsity"], r["block_sparsity"] = round(spars[case][0], 4), round(spars[case][1], 4)
+            autotune_cache.save(tune_file)
             return r
 
         t0 = time.monotonic()

@@ -232,7 +232,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
 
     def output_pass():
         output_kernel[grid](
-            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists, out, supp,
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists, out, supp,
             *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk,
             float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta,
             **_regcap("output", g.launch.output_maxnreg),
@@ -244,13 +244,13 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     split = split_tau(geo, alpha_kind(alpha_t, alpha_f))
     bufs = forward_buffers(geo, q, v, need_stats, split)
-    out, _, tau, supp, tmax, taumin = bufs[:6]
+    out, m, tau, supp, tmax, taumin = bufs[:6]
     if out.numel() == 0 or geo.B * geo.H == 0:
-        return out, tau, supp, tmax, taumin
+        return out, tau, m, supp, tmax, taumin
     g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, q.device)
     for launch in forward_stages(q, k, v, g, scale, bufs, need_stats):
         launch()
-    return out, tau, supp, tmax, taumin
+    return out, tau, m, supp, tmax, taumin
 
 
 def backward_buffers(geo, q, k, v, need_dalpha):
@@ -266,10 +266,10 @@ def backward_buffers(geo, q, k, v, need_dalpha):
     return dq, dk, dv, delta, da_rows, lists_q, lists_k
 
 
-def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha, out):
+def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalpha, out):
     """The backward's two launches as callables, in order (dq with δ, then dk/dv, which reads δ): _bwd_impl
-    runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: backward_buffers(); out: the
-    forward's output (read by dq only with config.DQ_ONE_SWEEP)."""
+    runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: backward_buffers(); tau, m: the
+    forward's τ - m and row maxima m; out: the forward's output (read by dq only with config.DQ_ONE_SWEEP)."""
     dq, dk, dv, delta, da_rows, lists_q, lists_k = bufs
     sq, sk, sv, sd = g.strides(q), g.strides(k), g.strides(v), g.strides(do)
     one = bool(config.DQ_ONE_SWEEP)
@@ -278,7 +278,7 @@ def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha,
 
     def dq_pass():
         dq_kernel[g.grid_q()](
-            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_q, do, delta, dq, da_rows, o,
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_q, do, delta, dq, da_rows, o,
             *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
             ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, **_stages(g, "dq"),
             **_regcap("dq", g.launch.dq_maxnreg),
@@ -287,14 +287,14 @@ def backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha,
     def dkdv_pass():
         L = g.launch
         dkdv_kernel[(triton.cdiv(g.n_kblk, L.dkdv_kpp), g.B * g.Hkv)](
-            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, tmax, taumin, lists_k, do, delta, dk, dv,
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_k, do, delta, dk, dv,
             *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail, KCHUNK=config.KCHUNK,
             KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, **g.meta, **_regcap("dkdv"),
         )
     return dq_pass, dkdv_pass
 
 
-def _bwd_impl(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
+def _bwd_impl(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
               need_dalpha):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     dev = q.device
@@ -305,7 +305,7 @@ def _bwd_impl(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max
         return dq.zero_(), dk.zero_(), dv.zero_(), dalpha
     g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, dev)
     do = do if do.stride(-1) == 1 else do.contiguous()
-    for launch in backward_stages(do, q, k, v, tau, tmax, taumin, g, scale, bufs, need_dalpha, out):
+    for launch in backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalpha, out):
         launch()
     if need_dalpha:
         per_head = da_rows.sum(dim=1) if geo.varlen else da_rows.sum(dim=(0, 2))
@@ -323,7 +323,9 @@ def _bwd_impl(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max
 def attn_fwd(
     q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor],
     cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float, causal: bool, scale: float, need_stats: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(out, τ - m, m, support, tile map, τ_min): τ relative to the row maxima m (threshold.py), both kept for
+    the backward; triton_entmax_attention reports τ itself."""
     return _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats)
 
 
@@ -332,25 +334,26 @@ def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, cau
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
     tau = q.new_empty(geo.stat_shape(), dtype=torch.float32)
+    m = q.new_empty(geo.stat_shape(), dtype=torch.float32)
     supp = q.new_empty(geo.stat_shape() if need_stats else (1,), dtype=torch.int32)
     map_shape, taumin_shape = geo.map_shapes()
     tmax = q.new_empty(map_shape, dtype=torch.bfloat16)
     taumin = q.new_empty(taumin_shape, dtype=torch.float32)
-    return out, tau, supp, tmax, taumin
+    return out, tau, m, supp, tmax, taumin
 
 
 @torch.library.custom_op("entflash::attn_bwd", mutates_args=())
 def attn_bwd(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, tau: Tensor, tmax: Tensor, taumin: Tensor,
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, tau: Tensor, m: Tensor, tmax: Tensor, taumin: Tensor,
     alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], max_q: int,
     max_k: int, alpha_f: float, causal: bool, scale: float, need_dalpha: bool,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _bwd_impl(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
+    return _bwd_impl(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
                      scale, need_dalpha)
 
 
 @attn_bwd.register_fake
-def _attn_bwd_fake(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
+def _attn_bwd_fake(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
                    scale, need_dalpha):
     dalpha = q.new_empty(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dalpha
@@ -358,16 +361,16 @@ def _attn_bwd_fake(do, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k
 
 def _setup_context(ctx, inputs, output):
     q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats = inputs
-    out, tau, supp, tmax, taumin = output
-    ctx.save_for_backward(q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
+    out, tau, m, supp, tmax, taumin = output
+    ctx.save_for_backward(q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
     ctx.args = (max_q, max_k, alpha_f, causal, scale)
 
 
-def _backward(ctx, dout, _dtau, _dsupp, _dtmax, _dtaumin):
-    q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
+def _backward(ctx, dout, _dtau, _dm, _dsupp, _dtmax, _dtaumin):
+    q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
     max_q, max_k, alpha_f, causal, scale = ctx.args
     need_dalpha = bool(alpha_t is not None and ctx.needs_input_grad[3])
-    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, out, tau, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k,
+    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k,
                                   alpha_f, causal, scale, need_dalpha)
     da = dalpha.to(alpha_t.dtype) if need_dalpha else None
     return dq, dk, dv, da, None, None, None, None, None, None, None, None, None
@@ -409,12 +412,12 @@ def triton_entmax_attention(q, k, v, *, alpha, causal, scale, key_padding_mask, 
     alpha_f = 0.0 if alpha_t is not None else float(alpha)
     kpm = key_padding_mask.contiguous() if key_padding_mask is not None else None
     q, k, v = _prep(q), _prep(k), _prep(v)
-    out, tau, supp, _tmax, _taumin = attn_fwd(
+    out, tau, m, supp, _tmax, _taumin = attn_fwd(
         q, k, v, alpha_t, kpm, None, None, q.shape[2], k.shape[2], alpha_f, causal, scale, return_stats
     )
     if not return_stats:
         return out
-    return AttentionStats(out, _user_tau(tau, alpha_t, alpha_f, q.shape[1], False), supp)
+    return AttentionStats(out, _user_tau(tau, m, alpha_t, alpha_f, q.shape[1], False), supp)
 
 
 def triton_entmax_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, alpha, causal, scale):
@@ -427,8 +430,10 @@ def triton_entmax_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, alpha, 
     return out
 
 
-def _user_tau(tau: Tensor, alpha_t, alpha_f, H, varlen) -> Tensor:
-    """Softmax rows hold log2-sum-exp; report the natural-log one (DESIGN.md units)."""
+def _user_tau(tau: Tensor, m: Tensor, alpha_t, alpha_f, H, varlen) -> Tensor:
+    """τ in DESIGN.md's units from the kernels' τ - m and row maxima m (rows without a visible key: m = -inf,
+    τ - m = +inf; NaN rows: τ - m NaN); softmax rows hold the log2-sum-exp, reported as the natural-log one."""
+    tau = tau + torch.where(m > float("-inf"), m, 0.0)
     if alpha_t is None:
         return tau * LN2 if alpha_f == 1.0 else tau
     a = alpha_t.detach().to(tau.device, torch.float32).reshape(-1).expand(H)

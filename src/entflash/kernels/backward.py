@@ -21,13 +21,13 @@ import triton.language as tl
 
 from .common import (
     fold_sum, grad_terms, grad_weights_y, head_alpha, load_cols, load_rows, mask_scores_b, needs_mask, probs_y,
-    program_ids, query_block, query_block_id, row_offset, score_tile, tile_list, visited_tiles,
+    program_ids, query_block, query_block_id, row_max, row_offset, score_tile, tile_list, visited_tiles,
 )
 
 
 @triton.jit
 def dq_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, TMAX, TAUMIN, LISTS, DO, DELTA, DQ, DALPHA, O,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, DQ, DALPHA, O,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, sob, soh, son, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -52,8 +52,8 @@ def dq_kernel(
         rmask = offs_m < Lq
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         do = load_rows(DO + row_offset(b, h, qs, sdb, sdh, sdn), offs_m, offs_d, Lq, sdn, D)
-        tau, tlist, count = visited_tiles(TAU, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m, n_qblk,
-                                          n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
+        tau, m, tlist, count = visited_tiles(TAU, M, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m,
+                                             n_qblk, n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
         if ONE_SWEEP:
             o = load_rows(O + row_offset(b, h, qs, sob, soh, son), offs_m, offs_d, Lq, son, D)
             dhat = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
@@ -79,8 +79,8 @@ def dq_kernel(
             for hh in tl.static_range(BLOCK_N // TN):
                 start_n = start_t + hh * TN
                 offs_n = start_n + tl.arange(0, TN)
-                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
-                                   D, BLOCK_M, TN, CAUSAL, HAS_KPM, PREC)
+                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
+                                   kpm_row, D, BLOCK_M, TN, CAUSAL, HAS_KPM, PREC)
                 vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
                 p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
                 if FOLD:
@@ -126,8 +126,8 @@ def dq_kernel(
             for i in range(0, count):
                 start_n = tl.load(tlist + i) * BLOCK_N
                 offs_n = start_n + offs_n0
-                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row,
-                                   D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
+                                   kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
                 vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
                 p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
                 dz = u * (g - delta[:, None])
@@ -140,7 +140,7 @@ def dq_kernel(
 
 @triton.jit
 def dkdv_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, TMAX, TAUMIN, LISTS, DO, DELTA, DK, DV,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, DK, DV,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, skpm, smb, smh,
     Hkv, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -185,7 +185,7 @@ def dkdv_kernel(
             count = tile_list(TMAX + bh * n_qblk * NG * n_kblk + col0, NG * n_kblk, n_kblk, TAUMIN + bh * n_qblk * NG,
                               NG, 1, no_thr, n_qseq, qlist, False, KCHUNK, NG, True, KPP, n_kblk - col0)
             # one flat loop over (query block, chunk) pairs, without a branch around the body, so that Triton's
-            # software pipeliner prefetches the next chunk's q, dO, τ, δ (cp.async) while this one computes; a
+            # software pipeliner prefetches the next chunk's q, dO, τ, m, δ (cp.async) while this one computes; a
             # nested chunk loop with a skip test loaded them synchronously (one program per SM: nothing hid the
             # latency). Chunks with no visible entry (rows past Lq: τ = inf; causal chunks above the diagonal:
             # masked) contribute zeros.
@@ -197,8 +197,9 @@ def dkdv_kernel(
                 q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
                 do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
                 tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
+                m = row_max(M, stat_off + offs_m, rmask)
                 delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
-                xT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale
+                xT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale - m[None, :]
                 if needs_mask(start_c, start_n, Lq, Lk, QC, NK, CAUSAL, HAS_KPM):
                     xT = mask_scores_b(xT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
                 yT = xT - tau[None, :]

@@ -5,6 +5,9 @@ Units: every kernel works with x = c·(q·k)·scale, where c = α-1 for entmax
 and c = log2(e) for softmax (p = 2^(x - τ2), τ2 the log2-sum-exp; the API
 converts it back to natural-log units). log2(e) = 1.4426950408889634 is
 written inline: plain Python globals are not visible inside @triton.jit.
+The τ pass stores τ - m (m: the row maximum of x, pass 1), and the passes
+after it work with x - m and τ - m (score_tile, row_max); the API adds m
+back for return_stats.
 """
 
 import triton
@@ -131,15 +134,17 @@ def mask_tile(s, start_m, start_n, offs_m, offs_n, Lq, Lk, KPM_ROW, BLOCK_M: tl.
 
 
 @triton.jit
-def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, KPM_ROW, D: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
-               PREC: tl.constexpr):
-    """Load K^T for keys offs_n (= start_n + arange) and return (kT, masked scores x) of the tile."""
+def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, KPM_ROW,
+               D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+               HAS_KPM: tl.constexpr, PREC: tl.constexpr):
+    """Load K^T for keys offs_n (= start_n + arange) and return (kT, masked scores relative to the row maxima m,
+    x - m) of the tile: one fused multiply-add per score, so x - m keeps the precision of its own ulps where x
+    and m are large (see row_max)."""
     kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
     # the mask test before the dot, not inside mask_tile after it: that order is what the dq kernel's SASS
     # (and its measured times) come from
     nm = needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
-    x = tl.dot(q, kT, input_precision=PREC) * qk_scale
+    x = tl.dot(q, kT, input_precision=PREC) * qk_scale - m[:, None]
     if nm:
         x = mask_scores(x, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
     return kT, x
@@ -362,15 +367,27 @@ def query_block(Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb
 
 
 @triton.jit
-def visited_tiles(TAU, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m, n_qblk, n_kblk, hi,
+def row_max(M, offs, mask):
+    """Pass 1's row maxima m at offs as the kernels after the τ pass subtract them: 0 for rows without a visible
+    key (m = -inf; their τ is +inf) and for NaN rows (τ NaN), so that x - m never makes a NaN of its own.
+
+    Scores are used relative to m, and the τ pass stores τ - m: at |τ| ~ 400 (large scales) one float32 ulp of
+    an absolute τ is 3e-5, an error in every p that misses the tolerance rule (NOTES, session 7's defect)."""
+    m = tl.load(M + offs, mask=mask, other=0.0)
+    return tl.where(m > float("-inf"), m, 0.0)
+
+
+@triton.jit
+def visited_tiles(TAU, M, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m, n_qblk, n_kblk, hi,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr):
-    """After the τ pass: the block's τ per row, and the list (pointer, count) of the tiles the output and dq
-    passes visit: those whose row-relative map entry exceeds τ_min of some row group."""
+    """After the τ pass: the block's τ - m and m per row (row_max), and the list (pointer, count) of the tiles
+    the output and dq passes visit: those whose row-relative map entry exceeds τ_min of some row group."""
     tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
+    m = row_max(M, stat_off + offs_m, rmask)
     NG: tl.constexpr = BLOCK_M // RG
     map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
     thr = tl.load(TAUMIN + taumin_off + tl.arange(0, NG))
     tlist = LISTS + list_off
     count = block_tile_list(TMAX + map_off, n_kblk, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG)
-    return tau, tlist, count
+    return tau, m, tlist, count
 

@@ -20,7 +20,7 @@ from .common import (
 
 @triton.jit
 def output_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, TMAX, TAUMIN, LISTS, OUT, SUPP,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, OUT, SUPP,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -40,8 +40,8 @@ def output_kernel(
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-        tau, tlist, count = visited_tiles(TAU, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m, n_qblk,
-                                          n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
+        tau, m, tlist, count = visited_tiles(TAU, M, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m,
+                                             n_qblk, n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
         acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         lsum = tl.zeros([BLOCK_M], tl.float32)
         # Σp per row in a quarter tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
@@ -53,8 +53,8 @@ def output_kernel(
         for i in range(0, count):
             start_n = tl.load(tlist + i) * BLOCK_N
             offs_n = start_n + offs_n0
-            _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, kpm_row, D,
-                              BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+            _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, kpm_row,
+                              D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
             p = probs(x, tau, inv_a, is_soft, KIND)
             v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
             acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)

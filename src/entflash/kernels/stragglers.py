@@ -132,5 +132,5 @@ def tau_gather_kernel(
                                       offs_n[None, :], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
                     h0, h1, h2, h3 = tile_sums(y, h0, h1, h2, h3, inv_a, KIND, BLOCK_M, BLOCK_N)
                 tau, lo, hi_b, res, done = tau_step(tl.sum(h0, 1), tl.sum(h1, 1), tl.sum(h2, 1), tl.min(h3, 1), todo,
-                                                    tau, lo, hi_b, res, done, inv_a, KIND, W)
+                                                    tau, m_safe, lo, hi_b, res, done, inv_a, KIND, W)
         store_state(st, sst, smask, tau, lo, hi_b, res)

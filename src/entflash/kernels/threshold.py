@@ -39,6 +39,11 @@ maximum they line up. Later sweeps visit a tile only if some group's entry
 exceeds min over the group's unfinished rows of (τ_i - m_i), and the pass
 stores that minimum over all rows, τ_min per group, for the output and
 backward passes (softmax rows keep score units and τ_min = -inf).
+
+The iterates live in score units (a sweep's y = x - τ stays one fused
+multiply-add per score), but the pass stores τ - m, formed from the exact
+τ_iter - m plus the last step (tau_step); softmax rows store log2 Σ 2^(x - m).
+The output and backward passes work relative to m as well (common.row_max).
 """
 
 import triton
@@ -52,11 +57,16 @@ from .common import (
 
 
 @triton.jit
-def rel_thr(tau, m):
-    """τ - m in the units of the rewritten tile map, lowered by a relative 1e-6 so that float rounding of
-    max(x) - m can never hide a tile holding a score above τ."""
-    r = tau - m
+def rel_margin(r):
+    """A threshold r = τ - m in the units of the rewritten tile map, lowered by a relative 1e-6 so that float
+    rounding of max(x) - m can never hide a tile holding a score above τ."""
     return r - 1e-6 * (1.0 + tl.abs(r))
+
+
+@triton.jit
+def rel_thr(tau, m):
+    """rel_margin of an iterate τ in score units."""
+    return rel_margin(tau - m)
 
 
 @triton.jit
@@ -230,10 +240,14 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
 
 
 @triton.jit
-def tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.constexpr, W: tl.constexpr):
+def tau_step(c0, c1, c2, dmin, todo, tau, m, lo, hi_b, res, done, inv_a, KIND: tl.constexpr, W: tl.constexpr):
     """Accept the rows whose τ is exact and take the next iterate for the others (module docstring). W: how far
     below τ the sweep's tiles reach (scores in the tiles it skipped are at most τ - W), and so how far below τ a
-    root may be accepted: 0 for sweep 0, whose τ is a lower bound."""
+    root may be accepted: 0 for sweep 0, whose τ is a lower bound. The iterate τ and the bracket are in score
+    units; an accepted root goes to res as τ_root - m (m: the row maximum, 0 for rows without one), formed as
+    (τ - m) + step: τ - m is exact, so the root keeps the precision of the step, not one ulp of |τ| (3e-5 at
+    |τ| ~ 400, NOTES session 7)."""
+    rel = tau - m
     if KIND == 3:
         # f = Σ y^s - 1, f' = -s Σ y^(s-1), f'' = s (s-1) Σ y^(s-2)
         f = c0 - 1.0
@@ -253,7 +267,7 @@ def tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.c
         # left an error up to tol (~16 float32 ulps at |τ| ~ 100), which p = y^(1/(α-1)) amplifies past the
         # tolerance rule (α = 1.25, scale 91: 1.4e-4 against 8e-5). Not the bisection fallback: a step that
         # rounds onto the bracket's end (f = 0 exactly at τ) would jump to the far midpoint.
-        res = tl.where(conv, tl.where(inside, step, tau), res)
+        res = tl.where(conv, tl.where(inside, rel - halley, rel), res)
         done = done | conv
         tau = tl.where(todo & ~conv, cand, tau)
     else:
@@ -277,7 +291,7 @@ def tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.c
         # often does, by 1e-5..3e-4 on dense rows)
         tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
         ok = todo & (c0 > 0) & (tl.abs(t) <= dmin + tol) & (t >= -(W + tol))
-        res = tl.where(ok, tau + t, res)
+        res = tl.where(ok, rel + t, res)
         # keep a bracket: a step that leaves it (overshoot past m, or below a
         # proven lower bound) is replaced by bisection
         if KIND == 1:
@@ -287,12 +301,13 @@ def tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.c
         lo = tl.where(todo & (fval > 0), tau, lo)
         hi_b = tl.where(todo & (fval <= 0), tau, hi_b)
         cand = tau + step
-        cand = tl.where((cand > lo) & (cand < hi_b), cand, 0.5 * (lo + hi_b))
+        inside = (cand > lo) & (cand < hi_b)
+        cand = tl.where(inside, cand, 0.5 * (lo + hi_b))
         # a row whose next iterate moves by less than the tolerance is at its root to within it: accept the
         # iterate (rows whose closed form misses the consistency test only by float32 rounding of the sums
         # otherwise repeat sweeps until MAX_ITERS: run 16 saw 22-180 such rows per call keep 10 launches busy)
         near = todo & ~ok & (tl.abs(cand - tau) <= tol)
-        res = tl.where(near, cand, res)
+        res = tl.where(near, tl.where(inside, rel + step, cand - m), res)
         done = done | ok | near
         tau = tl.where(todo & ~ok, cand, tau)
     return tau, lo, hi_b, res, done
@@ -301,7 +316,7 @@ def tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a, KIND: tl.c
 @triton.jit
 def load_state(st, sst, mask, valid):
     """A split τ pass's per-row iteration state at st (planes sst apart: iterate, bracket low / high, accepted
-    root or inf) and which rows are done (invalid, or a root accepted)."""
+    root τ - m or inf) and which rows are done (invalid, or a root accepted)."""
     tau = tl.load(st, mask=mask, other=0.0)
     lo = tl.load(st + sst, mask=mask, other=0.0)
     hi_b = tl.load(st + 2 * sst, mask=mask, other=0.0)
@@ -364,7 +379,7 @@ def tau_kernel(
         else:
             soft_rows = False
         if soft_rows:
-            # softmax: τ2 = m + log2 Σ 2^(x - m) over every visible key (a split pass does it in its first launch;
+            # softmax: τ2 - m = log2 Σ 2^(x - m) over every visible key (a split pass does it in its first launch;
             # later launches find the result final and only rewrite it)
             tau_min = tl.full([NG], float("-inf"), tl.float32)  # softmax: no tile is skipped
             if FIRST:
@@ -374,10 +389,10 @@ def tau_kernel(
                     start_n = tl.load(tlist + i) * BLOCK_N
                     offs_n = start_n + offs_n0
                     _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
-                                      kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-                    lsum_h += fold_sum(tl.exp2(x - m_safe[:, None]), BLOCK_M, BLOCK_N)
+                                      m_safe, kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                    lsum_h += fold_sum(tl.exp2(x), BLOCK_M, BLOCK_N)
                 lsum = tl.sum(lsum_h, 1)
-                tau = tl.where(valid, m_safe + tl.log2(tl.where(valid, lsum, 1.0)), INF)
+                tau = tl.where(valid, tl.log2(tl.where(valid, lsum, 1.0)), INF)
             else:
                 tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=INF)
         else:
@@ -403,8 +418,8 @@ def tau_kernel(
                                                    skn, qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, True, NG)
-                    tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, valid, tau, lo, hi_b, res, done, inv_a,
-                                                        KIND, 0.0)
+                    tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, valid, tau, m_safe, lo, hi_b, res, done,
+                                                        inv_a, KIND, 0.0)
             else:
                 # a later launch of a split pass: the state the previous launch left
                 tau, lo, hi_b, res, done = load_state(st, sst, rmask, valid)
@@ -421,15 +436,15 @@ def tau_kernel(
                                                    qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
                                                    n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, False, NG)
-                    tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, todo, tau, lo, hi_b, res, done, inv_a,
-                                                        KIND, W)
+                    tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, todo, tau, m_safe, lo, hi_b, res, done,
+                                                        inv_a, KIND, W)
             if STATE:
                 store_state(st, sst, rmask, tau, lo, hi_b, res)
-            # rows that hit MAX_ITERS keep the last iterate (accurate to rounding); every launch of a split
-            # pass writes the results as they stand, so the last one leaves them final
-            tau = tl.where(valid & ~done, tau, res)
+            # τ - m: rows that hit MAX_ITERS keep the last iterate (accurate to rounding); every launch of a
+            # split pass writes the results as they stand, so the last one leaves them final
+            tau = tl.where(valid & ~done, tau - m_safe, res)
             tau = tl.where(valid, tau, INF)
-            tau_min = group_reduce_min(tl.where(valid, rel_thr(tau, m_safe), INF), BLOCK_M, RG)
+            tau_min = group_reduce_min(tl.where(valid, rel_margin(tau), INF), BLOCK_M, RG)
         tau = tl.where(m != m, float("nan"), tau)  # NaN / +inf scores: the row is NaN
         tl.store(TAU + stat_off + offs_m, tau, mask=rmask)
         tl.store(TAUMIN + taumin_off + offs_g, tau_min)
