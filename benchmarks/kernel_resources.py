@@ -87,6 +87,10 @@ def main(D=64, dtype="bfloat16"):
                      for tag, cap in (("", None), (" cap", L.split_maxnreg))]
     variants[4:4] = [(tau_kernel, f"tau split nth{tag}", dict(first=False, state=True, maxnreg=cap))
                      for tag, cap in (("", None), (" cap", L.split_maxnreg))]
+    # and the kernels that run under a register cap at this head dim (config.launch_config), capped
+    for fn, cap in ((rowmax_kernel, L.rowmax_maxnreg), (output_kernel, L.output_maxnreg), (dq_kernel, L.dq_maxnreg)):
+        if cap:
+            variants.append((fn, f"{fn.fn.__name__} cap", dict(maxnreg=cap)))
     for fn, name, kw in variants:
         k = compile_sm90(fn, D, dtype, **kw)
         with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:

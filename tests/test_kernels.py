@@ -431,6 +431,17 @@ def test_large_tau_float32_resolution():
     assert_close_rule(out, ref, low, 2.0, 5e-5)
 
 
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_large_scale_gradients(alpha):
+    """Scores and τ in the hundreds (scale 45, |τ| ~ 400, where one float32 ulp is 3e-5): output and every
+    gradient within the rule. dq works relative to the row maximum; dk and dv use τ rounded once to score
+    units, whose per-row errors average over the rows of a key (backward.py): this is the test of that."""
+    q, k, v = rand_qkv(1, 2, 1, 38, 29, 24, device=DEV, requires_grad=True)
+    kw = dict(alpha=alpha, causal=True, scale=45.25)
+    res = _run(q, k, v, **kw)
+    _check(q, k, v, res, **kw)
+
+
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
 def test_dq_two_sweeps_matches_oracle(monkeypatch, alpha):
     """config.DQ_ONE_SWEEP off (δ in a first sweep, then dq = Σ u (g - δ) k; the default one-sweep path is

@@ -254,7 +254,8 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
 
 
 def backward_buffers(geo, q, k, v, need_dalpha):
-    """(dq, dk, dv, delta, da_rows, lists_q, lists_k) of one backward call."""
+    """(dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs) of one backward call; tau_abs: τ in score units,
+    written by the dq kernel for the dk/dv kernel (backward.py)."""
     dev = q.device
     dq = _new(q.shape, q.dtype, dev)
     dk = _new(k.shape, k.dtype, dev)
@@ -263,14 +264,15 @@ def backward_buffers(geo, q, k, v, need_dalpha):
     da_rows = _new(geo.stat_shape(), torch.float32, dev) if need_dalpha else _dummy(dev)
     lists_q = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
     lists_k = torch.empty((geo.B * geo.Hkv, geo.n_kblk, geo.n_qblk), dtype=torch.int32, device=dev)
-    return dq, dk, dv, delta, da_rows, lists_q, lists_k
+    tau_abs = _new(geo.stat_shape(), torch.float32, dev)
+    return dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs
 
 
 def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalpha, out):
     """The backward's two launches as callables, in order (dq with δ, then dk/dv, which reads δ): _bwd_impl
     runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: backward_buffers(); tau, m: the
     forward's τ - m and row maxima m; out: the forward's output (read by dq only with config.DQ_ONE_SWEEP)."""
-    dq, dk, dv, delta, da_rows, lists_q, lists_k = bufs
+    dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs = bufs
     sq, sk, sv, sd = g.strides(q), g.strides(k), g.strides(v), g.strides(do)
     one = bool(config.DQ_ONE_SWEEP)
     o = out if out.stride(-1) == 1 else out.contiguous()
@@ -278,8 +280,8 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
 
     def dq_pass():
         dq_kernel[g.grid_q()](
-            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_q, do, delta, dq, da_rows, o,
-            *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_q, do, delta, tau_abs, dq, da_rows,
+            o, *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
             ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, **_stages(g, "dq"),
             **_regcap("dq", g.launch.dq_maxnreg),
         )
@@ -287,7 +289,7 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
     def dkdv_pass():
         L = g.launch
         dkdv_kernel[(triton.cdiv(g.n_kblk, L.dkdv_kpp), g.B * g.Hkv)](
-            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_k, do, delta, dk, dv,
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau_abs, tmax, taumin, lists_k, do, delta, dk, dv,
             *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail, KCHUNK=config.KCHUNK,
             KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, **g.meta, **_regcap("dkdv"),
         )

@@ -13,6 +13,15 @@ Computing δ here instead of storing a second forward output (Σ u v, as
 AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer.
 The dk/dv program of a key block loops over the query heads of its GQA group
 itself, so no two programs write the same rows.
+
+The dq kernel works relative to the row maximum m (x - m, τ - m: common.row_max),
+since every term of a row's dq shares the row's τ error. The dk/dv kernel reads
+τ in score units (TABS, written by the dq kernel: fl(τ - m + m), within half an
+ulp of |τ|): a dk or dv sums over query rows, each with its own rounding of τ, so
+those errors add up like the scores' own float32 rounding instead of in one
+direction, and the column-vector layout of its transposed tiles makes a second
+per-row value cost 16 registers a thread (run 35: 254 registers and 12% more
+time on random inputs with m and τ - m loaded there).
 Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """
 
@@ -21,13 +30,13 @@ import triton.language as tl
 
 from .common import (
     fold_sum, grad_terms, grad_weights_y, head_alpha, load_cols, load_rows, mask_scores_b, needs_mask, probs_y,
-    program_ids, query_block, query_block_id, row_max, row_offset, score_tile, tile_list, visited_tiles,
+    program_ids, query_block, query_block_id, row_offset, score_tile, tile_list, visited_tiles,
 )
 
 
 @triton.jit
 def dq_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, DQ, DALPHA, O,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, TABS, DQ, DALPHA, O,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, sob, soh, son, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -106,6 +115,8 @@ def dq_kernel(
             sug = tl.sum(sug_h, 1)
         delta = tl.where(su > 0, sug / tl.where(su > 0, su, 1.0), 0.0)
         tl.store(DELTA + stat_off + offs_m, delta, mask=rmask)
+        # τ in score units for the dk/dv kernel (see there): one rounding of τ - m plus m
+        tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
         if ALPHA_GRAD:
             # dα per row (entmax.entmax_grad_alpha): a = α - 1
             a = 1.0 / inv_a
@@ -140,7 +151,7 @@ def dq_kernel(
 
 @triton.jit
 def dkdv_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, DK, DV,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TABS, TMAX, TAUMIN, LISTS, DO, DELTA, DK, DV,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, skpm, smb, smh,
     Hkv, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -150,7 +161,7 @@ def dkdv_kernel(
     """dk, dv of KPP consecutive key tiles (KPP·BLOCK_N keys) per program, computed transposed (sᵀ = k·qᵀ, keys
     as rows) so that pᵀ and dzᵀ feed the dv and dk dots from registers; the key dimension fills the MMA's
     rows. A query block is visited when the tile map admits it for any of the program's key tiles, in
-    chunks of QC rows (chunks past the causal bound are skipped)."""
+    chunks of QC rows (chunks past the causal bound are skipped). TABS: τ in score units (module docstring)."""
     pid_n = tl.program_id(0)
     pid_bhk = tl.program_id(1)
     b, hk, _, qs, Lq, ks, Lk = program_ids(pid_bhk, Hkv, 1, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -185,7 +196,7 @@ def dkdv_kernel(
             count = tile_list(TMAX + bh * n_qblk * NG * n_kblk + col0, NG * n_kblk, n_kblk, TAUMIN + bh * n_qblk * NG,
                               NG, 1, no_thr, n_qseq, qlist, False, KCHUNK, NG, True, KPP, n_kblk - col0)
             # one flat loop over (query block, chunk) pairs, without a branch around the body, so that Triton's
-            # software pipeliner prefetches the next chunk's q, dO, τ, m, δ (cp.async) while this one computes; a
+            # software pipeliner prefetches the next chunk's q, dO, τ, δ (cp.async) while this one computes; a
             # nested chunk loop with a skip test loaded them synchronously (one program per SM: nothing hid the
             # latency). Chunks with no visible entry (rows past Lq: τ = inf; causal chunks above the diagonal:
             # masked) contribute zeros.
@@ -196,10 +207,9 @@ def dkdv_kernel(
                 rmask = offs_m < Lq
                 q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
                 do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
-                tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
-                m = row_max(M, stat_off + offs_m, rmask)
+                tau = tl.load(TABS + stat_off + offs_m, mask=rmask, other=float("inf"))
                 delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
-                xT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale - m[None, :]
+                xT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale
                 if needs_mask(start_c, start_n, Lq, Lk, QC, NK, CAUSAL, HAS_KPM):
                     xT = mask_scores_b(xT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
                 yT = xT - tau[None, :]
