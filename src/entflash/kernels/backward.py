@@ -20,7 +20,7 @@ since every term of a row's dq shares the row's τ error. The dk/dv kernel reads
 ulp of |τ|): a dk or dv sums over query rows, each with its own rounding of τ, so
 those errors add up like the scores' own float32 rounding instead of in one
 direction, and the column-vector layout of its transposed tiles makes a second
-per-row value cost 16 registers a thread (run 35: 254 registers and 12% more
+per-row value cost 16 registers a thread (run 36: 254 registers and 12% more
 time on random inputs with m and τ - m loaded there).
 Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """
