@@ -17,11 +17,12 @@ itself, so no two programs write the same rows.
 The dq kernel works relative to the row maximum m (x - m, τ - m: common.row_max),
 since every term of a row's dq shares the row's τ error. The dk/dv kernel reads
 τ in score units (TABS, written by the dq kernel: fl(τ - m + m), within half an
-ulp of |τ|): a dk or dv sums over query rows, each with its own rounding of τ, so
-those errors add up like the scores' own float32 rounding instead of in one
-direction, and the column-vector layout of its transposed tiles makes a second
-per-row value cost 16 registers a thread (run 36: 254 registers and 12% more
-time on random inputs with m and τ - m loaded there).
+ulp of |τ|): a dk or dv sums over query rows, each with its own rounding of τ,
+and at scale 45 (|τ| ~ 400) its errors were the same to two digits with m and
+τ - m loaded instead (8440b63, eight CPU draws: the recomputed scores' own
+float32 rounding dominates there; NOTES session 8), while the column-vector
+layout of its transposed tiles makes a second per-row value cost 16 registers a
+thread (run 36: 254 registers and 12% more time on random inputs).
 Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """
 
