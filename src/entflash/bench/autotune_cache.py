@@ -103,6 +103,8 @@ def save(path: str) -> int:
             entries[json.dumps(k)] = {"key": k, "config": _config_to_json(cfg)}
         if entries:
             saved[name] = sorted(entries.values(), key=lambda e: json.dumps(e["key"]))
+    if not saved:  # nothing autotuned (AdaSplash not installed, or not run yet): no file
+        return 0
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as fh:
         json.dump(saved, fh, indent=1, sort_keys=True)
