@@ -75,11 +75,21 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
     return tcompile(src, target=GPUTarget("cuda", 90, 32), options=opts)
 
 
+def cuobjdump(kernel, *flags) -> str:
+    """The stdout of Triton's bundled cuobjdump with `flags` on a compiled kernel's cubin."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(kernel.asm["cubin"])
+    try:
+        return subprocess.run([tool, *flags, f.name], capture_output=True, text=True).stdout
+    finally:
+        os.unlink(f.name)
+
+
 def main(D=64, dtype="bfloat16"):
     import torch
 
     L = config.launch_config(D, getattr(torch, dtype))
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     print(f"sm_90, D={D}, {dtype}, BLOCK {L.BLOCK_M}x{L.BLOCK_N}, {L.num_warps} warps, {L.num_stages} stages")
     # the τ kernel also as the split pass's two one-sweep launches, with the register cap they run under
     variants = [(fn, fn.fn.__name__, {}) for fn in KERNELS]
@@ -93,10 +103,7 @@ def main(D=64, dtype="bfloat16"):
             variants.append((fn, f"{fn.fn.__name__} cap", dict(maxnreg=cap)))
     for fn, name, kw in variants:
         k = compile_sm90(fn, D, dtype, **kw)
-        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-            f.write(k.asm["cubin"])
-        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
-        os.unlink(f.name)
+        usage = cuobjdump(k, "--dump-resource-usage")
         res = next((line.split("REG:")[1] for line in usage.splitlines() if "REG:" in line), "?")
         regs, stack = res.split()[0], res.split()[1]
         print(f"  {name:18s} registers {regs:>4s}  {stack:12s}  shared {k.metadata.shared} B")

@@ -9,15 +9,12 @@ dq kernel's stack stores (STL) grew from 24 to 30.
 import collections
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 import torch  # noqa: E402
-import triton  # noqa: E402
-from kernel_resources import compile_sm90  # noqa: E402
+from kernel_resources import compile_sm90, cuobjdump  # noqa: E402
 
 from entflash.kernels import config  # noqa: E402
 from entflash.kernels.backward import dkdv_kernel, dq_kernel  # noqa: E402
@@ -28,13 +25,8 @@ OPS = ("FADD", "FMUL", "FFMA", "FMNMX", "FSEL", "LDG", "LDGSTS", "LDS", "HGMMA",
 
 def main(D=64):
     L = config.launch_config(D, torch.bfloat16)
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     for fn, kw in ((output_kernel, {}), (dq_kernel, dict(maxnreg=L.dq_maxnreg)), (dkdv_kernel, {})):
-        k = compile_sm90(fn, D, "bfloat16", **kw)
-        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-            f.write(k.asm["cubin"])
-        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-        os.unlink(f.name)
+        sass = cuobjdump(compile_sm90(fn, D, "bfloat16", **kw), "-sass")
         ops = collections.Counter()
         for line in sass.splitlines():
             m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)

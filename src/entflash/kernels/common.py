@@ -367,14 +367,20 @@ def query_block(Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb
 
 
 @triton.jit
+def safe_max(m):
+    """The row maximum m as every kernel subtracts it (the τ pass stores τ - safe_max(m), the later passes
+    subtract it from the scores): 0 for rows without a visible key (m = -inf; their τ is +inf) and for NaN rows
+    (τ NaN), so that x - m never makes a NaN of its own."""
+    return tl.where(m > float("-inf"), m, 0.0)
+
+
+@triton.jit
 def row_max(M, offs, mask):
-    """Pass 1's row maxima m at offs as the kernels after the τ pass subtract them: 0 for rows without a visible
-    key (m = -inf; their τ is +inf) and for NaN rows (τ NaN), so that x - m never makes a NaN of its own.
+    """safe_max of pass 1's row maxima at offs, for the passes after the τ pass.
 
     Scores are used relative to m, and the τ pass stores τ - m: at |τ| ~ 400 (large scales) one float32 ulp of
     an absolute τ is 3e-5, an error in every p that misses the tolerance rule (NOTES, session 7's defect)."""
-    m = tl.load(M + offs, mask=mask, other=0.0)
-    return tl.where(m > float("-inf"), m, 0.0)
+    return safe_max(tl.load(M + offs, mask=mask, other=0.0))
 
 
 @triton.jit

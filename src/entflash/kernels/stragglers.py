@@ -21,7 +21,7 @@ test (threshold.tau_step) are those of the block-wise sweeps.
 import triton
 import triton.language as tl
 
-from .common import head_alpha, load_cols, load_rows, mask_scores_b, program_ids, row_offset
+from .common import head_alpha, load_cols, load_rows, mask_scores_b, program_ids, row_offset, safe_max
 from .threshold import load_state, rel_thr, store_state, tau_step, tile_sums
 
 
@@ -104,7 +104,7 @@ def tau_gather_kernel(
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         m = tl.load(M + stat_off + offs_m, mask=smask, other=float("-inf"))
         valid = m > float("-inf")
-        m_safe = tl.where(valid, m, 0.0)
+        m_safe = safe_max(m)
         st = ST + stat_off + offs_m
         tau, lo, hi_b, res, done = load_state(st, sst, smask, valid)
         q = load_rows(Q + row_offset(b, h, qs, sqb, sqh, sqn), offs_m, offs_d, Lq, sqn, D)

@@ -52,7 +52,7 @@ import triton.language as tl
 from .common import (
     max_nan, block_offsets, block_tile_list, fold_max4, fold_min, fold_sum, group_reduce_max, group_reduce_min,
     head_alpha, load_cols, load_rows, map_value, mask_tile, program_ids, query_block, query_block_id, row_offset,
-    score_tile,
+    safe_max, score_tile,
 )
 
 
@@ -362,7 +362,7 @@ def tau_kernel(
         rmask = offs_m < Lq
         m = tl.load(M + stat_off + offs_m, mask=rmask, other=float("-inf"))
         valid = m > float("-inf")
-        m_safe = tl.where(valid, m, 0.0)
+        m_safe = safe_max(m)
         if FIRST:
             q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         NG: tl.constexpr = BLOCK_M // RG
