@@ -113,3 +113,38 @@ def test_autotune_cache_roundtrip(tmp_path, monkeypatch):
     assert kern.cache[(16384, 64, "torch.bfloat16")].kwargs == {"BLOCK": 32}  # not overwritten
     assert autotune_cache.save(str(path)) == 2  # merged with the file
     assert autotune_cache.load(str(tmp_path / "missing.json")) == 0
+
+
+def test_autotune_cache_borrow(tmp_path, monkeypatch):
+    """A sequence length with no recorded choice gets the nearest recorded length's choice for the same other
+    key parts (never another head dim's), is reported, and is not written back to the file as tuned."""
+    import json
+    import sys
+    import types
+
+    import triton
+
+    from entflash.bench import autotune_cache
+
+    @triton.autotune(configs=[triton.Config({}, num_warps=2), triton.Config({}, num_warps=4),
+                              triton.Config({}, num_warps=8)], key=["N_CTX", "H_DIM"])
+    @triton.jit
+    def kern(X, N_CTX, H_DIM):
+        pass
+
+    mod = types.ModuleType("adasplash_fake_borrow")
+    mod.kern = kern
+    monkeypatch.setitem(sys.modules, "adasplash_fake_borrow", mod)
+    monkeypatch.setattr(autotune_cache, "_borrowed", {})
+    kern.cache[(4096, 64, "torch.bfloat16")] = triton.Config({}, num_warps=2)
+    kern.cache[(16384, 64, "torch.bfloat16")] = triton.Config({}, num_warps=4)
+    kern.cache[(4096, 128, "torch.bfloat16")] = triton.Config({}, num_warps=8)
+    assert autotune_cache.borrow([4096, 16384, 65536]) == {16384: [4096], 65536: [4096, 16384]}
+    assert kern.cache[(65536, 64, "torch.bfloat16")].num_warps == 4  # nearest recorded N at D=64
+    assert kern.cache[(65536, 128, "torch.bfloat16")].num_warps == 8  # D=128's only choice, not D=64's
+    assert kern.cache[(16384, 128, "torch.bfloat16")].num_warps == 8
+    assert autotune_cache.borrowed_from(65536) == [4096, 16384] and autotune_cache.borrowed_from(4096) == []
+    path = tmp_path / "tune.json"
+    assert autotune_cache.save(str(path)) == 3
+    keys = [e["key"][:2] for e in json.load(open(path))["adasplash_fake_borrow.kern"]]
+    assert sorted(keys) == [[4096, 64], [4096, 128], [16384, 64]]

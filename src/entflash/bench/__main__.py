@@ -8,7 +8,9 @@
     python -m entflash.bench --from-jsonl F.jsonl --plot   # no GPU: table, target report and plots of saved rows
 
 AdaSplash's autotuning choices are cached in benchmarks/autotune/<gpu>.json
-(autotune_cache.py): a second sweep on the same GPU does not re-tune.
+(autotune_cache.py): a second sweep on the same GPU does not re-tune, and a
+sequence length with no recorded choice borrows the nearest recorded one's
+(rows say autotune_borrowed_from_n; --tune-missing tunes instead).
 
 Writes benchmarks/results/<date>-<gpu>.jsonl (one object per case and method),
 prints a table, and with --plot draws PNGs next to the JSONL.
@@ -221,6 +223,9 @@ def main(argv=None) -> int:
     ap.add_argument("--autotune-cache", default=None, metavar="FILE",
                     help="JSON of the compared libraries' autotuning choices, restored before and recorded after each "
                          "row (default benchmarks/autotune/<gpu>.json; 'none' to tune from scratch)")
+    ap.add_argument("--tune-missing", action="store_true",
+                    help="tune AdaSplash at sequence lengths with no recorded choice (minutes per head dim at "
+                         "N=65536) instead of borrowing the nearest recorded length's choice (autotune_cache.borrow)")
     ap.add_argument("--out", default=None, help="JSONL path (default benchmarks/results/<date>-<gpu>.jsonl)")
     ap.add_argument("--plot", action="store_true")
     ap.add_argument("--targets", action="store_true", help="run only the cases of the speed targets")
@@ -262,6 +267,9 @@ def main(argv=None) -> int:
         tune_file = None if args.autotune_cache == "none" else (
             args.autotune_cache or os.path.join("benchmarks", "autotune", f"{env['gpu'].replace(' ', '_')}.json"))
         print(f"autotune cache: {autotune_cache.load(tune_file)} choices restored from {tune_file}", flush=True)
+        if tune_file and not args.tune_missing:
+            for n, src in sorted(autotune_cache.borrow(sorted({c[1] for c in cases})).items()):
+                print(f"autotune cache: no choice recorded at N={n}: AdaSplash uses the one tuned at N={src}")
 
         def measure(case, method):
             D, N, causal, inputs = case
@@ -272,6 +280,8 @@ def main(argv=None) -> int:
             r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads, tokens=args.tokens,
                          rep=args.rep)
             r["elem_sparsity"], r["block_sparsity"] = round(spars[case][0], 4), round(spars[case][1], 4)
+            if method.startswith("adasplash") and autotune_cache.borrowed_from(N):
+                r["autotune_borrowed_from_n"] = autotune_cache.borrowed_from(N)
             autotune_cache.save(tune_file)
             return r
 

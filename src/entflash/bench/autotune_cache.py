@@ -10,6 +10,16 @@ on that GPU, without timing the others again. A key that is not in the file
 (another shape, another Triton version's key layout) is simply tuned as
 usual and then recorded. entflash has no autotuning (fixed launch configs:
 kernels/config.py).
+
+Bounded autotuning (borrow): AdaSplash-2 tuning one new head dim at
+N = 65536 took more than six minutes on the H200 (2026-11-29, run 39), so a
+sweep cannot tune there within its ten minutes. For a sequence length with no
+recorded choice, borrow() copies the choice recorded at the nearest sequence
+length with the same other key parts (head dim, dtypes): AdaSplash's
+configurations set per-tile launch parameters (warps, stages), whose best
+value depends on the tile's work, not on how many tiles there are. Borrowed
+choices are never written back to the file (it holds tuned choices only) and
+the bench marks the rows that used them; `--tune-missing` tunes instead.
 """
 
 from __future__ import annotations
@@ -20,6 +30,10 @@ import sys
 
 # modules whose autotuners are cached: the compared libraries only
 PREFIXES = ("adasplash",)
+# autotuning key arguments that are a sequence length (the only key part borrow() may change)
+SEQ_KEYS = ("N_CTX",)
+# (autotuner name, key) -> (position of the sequence length in the key, the length whose choice was copied)
+_borrowed: dict = {}
 
 
 def _import_all():
@@ -88,6 +102,38 @@ def load(path: str) -> int:
     return n
 
 
+def borrow(seq_lens) -> dict:
+    """For each sequence length in seq_lens without a choice in an autotuner's cache, copy the choice of the
+    nearest recorded length (log distance; a tie goes to the longer) whose other key parts are equal. Returns
+    {seq_len: sorted source lengths} of what was borrowed (another head dim may borrow from another length);
+    borrowed_from(n) answers the same later."""
+    import math
+
+    done = {}
+    for name, at in autotuners().items():
+        pos = [i for i, k in enumerate(at.keys) if k in SEQ_KEYS]
+        if len(pos) != 1:
+            continue
+        i = pos[0]
+        recorded = {key: cfg for key, cfg in at.cache.items() if (name, key) not in _borrowed}
+        for n in seq_lens:
+            for key, cfg in list(recorded.items()):
+                target = key[:i] + (n,) + key[i + 1:]
+                if target in at.cache:
+                    continue
+                same = [k for k in recorded if k[:i] + k[i + 1:] == key[:i] + key[i + 1:]]
+                src = min(same, key=lambda k: (abs(math.log(k[i] / n)), -k[i]))
+                at.cache[target] = recorded[src]
+                _borrowed[(name, target)] = (i, src[i])
+                done.setdefault(n, set()).add(src[i])
+    return {n: sorted(s) for n, s in done.items()}
+
+
+def borrowed_from(seq_len: int) -> list:
+    """The recorded sequence lengths whose choices were borrowed for seq_len (empty if none were)."""
+    return sorted({s for (_, key), (i, s) in _borrowed.items() if key[i] == seq_len})
+
+
 def save(path: str) -> int:
     """Record every autotuner's current choices (merged with what the file holds); returns the entry count."""
     if not path:
@@ -99,6 +145,8 @@ def save(path: str) -> int:
     for name, at in autotuners().items():
         entries = {json.dumps(e["key"]): e for e in saved.get(name, [])}
         for key, cfg in at.cache.items():
+            if (name, key) in _borrowed:  # copied, not tuned: the file holds tuned choices only
+                continue
             k = [list(x) if isinstance(x, tuple) else x for x in key]
             entries[json.dumps(k)] = {"key": k, "config": _config_to_json(cfg)}
         if entries:
