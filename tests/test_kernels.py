@@ -109,6 +109,19 @@ def test_per_head_alpha_with_softmax_head_and_dalpha():
     _check(q, k, v, res, alpha=alpha, causal=True)
 
 
+@pytest.mark.parametrize("Nk", [1, 3])
+def test_dalpha_near_one_with_few_keys(Nk):
+    """α close to 1 (a = α - 1 small) divides dα's rounding by a² and the τ root's by a³: with one key (every
+    row's p is 1 whatever α, so dα = 0 exactly, as in the reference) and three keys (GPU property test, run
+    41: an early kernel missed the rule by 20x). Fresh draws each run."""
+    q, k, v = rand_qkv(1, 3, 1, 23, Nk, 16, device=DEV, requires_grad=True)
+    alpha = torch.tensor([1.02, 1.05, 1.5], device=DEV, requires_grad=True)
+    res = _run(q, k, v, alpha=alpha)
+    if Nk == 1:
+        assert (res["grads"][3] == 0).all()
+    _check(q, k, v, res, alpha=alpha)
+
+
 def test_float16():
     q, k, v = rand_qkv(1, 2, 2, 47, 47, 16, dtype=torch.float16, device=DEV, requires_grad=True)
     res = _run(q, k, v, causal=True)

@@ -7,8 +7,9 @@ dv_j = Σ_i p_ij dO_i.
 The dq kernel runs first and makes one sweep over its query block's tiles
 (config.DQ_ONE_SWEEP): with δ̂ = dO·o from the forward's output it accumulates
 A = Σ u (g - δ̂) k, B = Σ u k and the sums Σ u, Σ u g; at the end δ = Σ u g / Σ u
-(stored for the dk/dv kernel, with the row's dα under ALPHA_GRAD) and
-dq = scale (A - (δ - δ̂) B). With the flag off it sweeps twice (δ, then dq).
+(stored for the dk/dv kernel) and dq = scale (A - (δ - δ̂) B). With the flag off,
+and always for a per-head α's gradient (ALPHA_GRAD: its sums need δ, Σp and Σu
+first), it sweeps twice (δ, then dq and dα).
 Computing δ here instead of storing a second forward output (Σ u v, as
 AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer.
 The dk/dv program of a key block loops over the query heads of its GQA group
@@ -79,9 +80,11 @@ def dq_kernel(
         su_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
         sug_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
         if ALPHA_GRAD:
-            dg = tl.zeros([BLOCK_M], tl.float32)
+            # dα needs δ, Σp and Σu before its own sums (sweep 2): the host turns ONE_SWEEP off for it
+            tl.static_assert(not ONE_SWEEP)
+            sp = tl.zeros([BLOCK_M], tl.float32)
             h1 = tl.zeros([BLOCK_M], tl.float32)
-            g1 = tl.zeros([BLOCK_M], tl.float32)
+            dg = tl.zeros([BLOCK_M], tl.float32)
             h2 = tl.zeros([BLOCK_M], tl.float32)
             g2 = tl.zeros([BLOCK_M], tl.float32)
         for i in range(0, count):
@@ -103,9 +106,9 @@ def dq_kernel(
                     lp = tl.where(p > 0, tl.log(tl.where(p > 0, p, 1.0)), 0.0)
                     pl = p * lp
                     pll = pl * lp
-                    dg += tl.sum(p * g, 1)
+                    sp += tl.sum(p, 1)
                     h1 += tl.sum(pl, 1)
-                    g1 += tl.sum(g * pl, 1)
+                    dg += tl.sum(p * g, 1)
                     h2 += tl.sum(pll, 1)
                     g2 += tl.sum(g * pll, 1)
                 if ONE_SWEEP:
@@ -119,17 +122,16 @@ def dq_kernel(
         # τ in score units for the dk/dv kernel (see there): one rounding of τ - m plus m
         tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
         if ALPHA_GRAD:
-            # dα per row (entmax.entmax_grad_alpha): a = α - 1
-            a = 1.0 / inv_a
-            gen = (dg - delta) / (a * a) - (g1 - delta * h1) / a
-            lim = 0.5 * (dg * h2 - g2)
-            if KIND == 3:
-                da = tl.where(is_soft, lim, gen)
-            elif KIND == 0:
-                da = lim
-            else:
-                da = gen
-            tl.store(DALPHA + stat_off + offs_m, da, mask=rmask)
+            # dα per row (entmax.entmax_grad_alpha), a = α - 1: Σ (p̂ - ũ) g / a² - Σ (p̂ ln p̂ - ũ Ĥ) g / a with
+            # p̂ = p / Σp, ũ = u / Σu, Ĥ = Σ p̂ ln p̂, summed element by element in sweep 2. Not Σ p g - δ: p sums
+            # to 1 only within the τ root's rounding, 1/a³ times larger in that difference (α = 1.02, one key:
+            # dα -1.3e-2 instead of 0; three keys: 20x the float32 reference's error); p̂ and ũ are 1 exactly
+            # on a one-key support (correctly rounded x / x), so such a row contributes 0 as in the reference.
+            sp = tl.where(sp > 0, sp, 1.0)
+            su_n = tl.where(su > 0, su, 1.0)
+            hhat = h1 / sp - tl.log(sp)
+            e1 = tl.zeros([BLOCK_M], tl.float32)
+            e2 = tl.zeros([BLOCK_M], tl.float32)
         # sweep 2: dq = scale Σ u (g - δ) k
         if ONE_SWEEP:
             dq = acc_a - (delta - dhat)[:, None] * acc_b
@@ -144,6 +146,23 @@ def dq_kernel(
                 p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
                 dz = u * (g - delta[:, None])
                 dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+                if ALPHA_GRAD:
+                    ph = tl.math.div_rn(p, sp[:, None])
+                    uh = tl.math.div_rn(u, su_n[:, None])
+                    lph = tl.where(ph > 0, tl.log(tl.where(ph > 0, ph, 1.0)), 0.0)
+                    e1 += tl.sum((ph - uh) * g, 1)
+                    e2 += tl.sum((ph * lph - uh * hhat[:, None]) * g, 1)
+        if ALPHA_GRAD:
+            a = 1.0 / inv_a
+            gen = e1 / (a * a) - e2 / a
+            lim = 0.5 * (dg * h2 - g2)
+            if KIND == 3:
+                da = tl.where(is_soft, lim, gen)
+            elif KIND == 0:
+                da = lim
+            else:
+                da = gen
+            tl.store(DALPHA + stat_off + offs_m, da, mask=rmask)
         dq = dq * scale
         dq_base = DQ + row_offset(b, h, qs, sgb, sgh, sgn)
         tl.store(dq_base + offs_m[:, None].to(tl.int64) * sgn + offs_d[None, :], dq.to(DQ.dtype.element_ty),
