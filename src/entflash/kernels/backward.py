@@ -125,7 +125,7 @@ def dq_kernel(
             # dα per row (entmax.entmax_grad_alpha), a = α - 1: Σ (p̂ - ũ) g / a² - Σ (p̂ ln p̂ - ũ Ĥ) g / a with
             # p̂ = p / Σp, ũ = u / Σu, Ĥ = Σ p̂ ln p̂, summed element by element in sweep 2. Not Σ p g - δ: p sums
             # to 1 only within the τ root's rounding, 1/a³ times larger in that difference (α = 1.02, one key:
-            # dα -1.3e-2 instead of 0; three keys: 20x the float32 reference's error); p̂ and ũ are 1 exactly
+            # dα -1.3e-2 instead of 0; three keys: 15x the float32 reference's error); p̂ and ũ are 1 exactly
             # on a one-key support (correctly rounded x / x), so such a row contributes 0 as in the reference.
             sp = tl.where(sp > 0, sp, 1.0)
             su_n = tl.where(su > 0, su, 1.0)
