@@ -81,10 +81,15 @@ if __name__ == "__main__":
         sys.exit(0)
     # `stage_times.py dqone`: dq in two sweeps (δ, then dq) and in one (config.DQ_ONE_SWEEP) under register caps
     # (sm_90 offline, D64: one sweep 181 registers uncapped, 24 bytes of spills at 168, 96 at 128)
+    # `stage_times.py dqone 128`: only D128, clustered and random, one sweep against two at the default caps (the
+    # one-sweep dq holds two 128-wide accumulators there: 255 registers + 96 bytes of spills offline, two sweeps
+    # 202 and none; D128 random was never measured)
     if sys.argv[1:2] == ["dqone"]:
         default_one = config.DQ_ONE_SWEEP
-        for D, inputs in [(64, "clustered"), (64, "random"), (128, "clustered")]:
-            for one, caps in ((False, ("default",)), (True, ("default", None, 168))):
+        d128 = sys.argv[2:3] == ["128"]
+        cases = [(128, "clustered"), (128, "random")] if d128 else [(64, "clustered"), (64, "random"), (128, "clustered")]
+        for D, inputs in cases:
+            for one, caps in ((False, ("default",)), (True, ("default",) if d128 else ("default", None, 168))):
                 for cap in caps:
                     config.DQ_ONE_SWEEP = one
                     fields = {} if cap == "default" else dict(dq_maxnreg=cap)
