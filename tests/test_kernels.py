@@ -111,7 +111,7 @@ def test_per_head_alpha_with_softmax_head_and_dalpha():
 
 @pytest.mark.xfail(DEV == "cuda", strict=False, reason=(
     "both cases failed on the H200 in run 42 with the messages cut from the output. One key: the exact-zero "
-    "assert, reproduced under benchmarks/mufu_emulation.py (a residue of the approximate division in Ĥ); three "
+    "assert, reproduced under benchmarks/mufu_emulation.py (residues of approximate ln and division); three "
     "keys: not reproduced there, cause unknown (NOTES session 9)"))
 @pytest.mark.parametrize("Nk", [1, 3])
 def test_dalpha_near_one_with_few_keys(Nk):
