@@ -61,8 +61,8 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
                 ALPHA_GRAD=kind == config.KIND_GENERAL, NEG_SCALE=False, FIRST=first, STATE=state,
                 N_LOOP=(0 if first else 1) if state else config.MAX_ITERS_EXACT - 1, KPP=L.dkdv_kpp,
                 QC=L.dkdv_qc or L.BLOCK_M,
-                ONE_SWEEP=(config.DQ_ONE_SWEEP and kind != config.KIND_GENERAL) if one_sweep is None else one_sweep,
-                W=config.sweep_margin(kind))  # a per-head α's gradient (ALPHA_GRAD) sweeps twice (api.backward_stages)
+                ONE_SWEEP=config.dq_one_sweep(kind == config.KIND_GENERAL) if one_sweep is None else one_sweep,
+                W=config.sweep_margin(kind))
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
     sig = _signature(fn, dt, cons)

@@ -280,8 +280,9 @@ def main(argv=None) -> int:
             r = run_case(method, D, N, causal, inputs, alpha=args.alpha, H=args.heads, tokens=args.tokens,
                          rep=args.rep)
             r["elem_sparsity"], r["block_sparsity"] = round(spars[case][0], 4), round(spars[case][1], 4)
-            if method.startswith("adasplash") and autotune_cache.borrowed_from(N):
-                r["autotune_borrowed_from_n"] = autotune_cache.borrowed_from(N)
+            borrowed = autotune_cache.borrowed_from(N) if method.startswith("adasplash") else []
+            if borrowed:
+                r["autotune_borrowed_from_n"] = borrowed
             autotune_cache.save(tune_file)
             return r
 

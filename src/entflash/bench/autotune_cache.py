@@ -115,15 +115,17 @@ def borrow(seq_lens) -> dict:
         if len(pos) != 1:
             continue
         i = pos[0]
-        recorded = {key: cfg for key, cfg in at.cache.items() if (name, key) not in _borrowed}
+        groups = {}  # the recorded (tuned) keys by their other parts
+        for key in at.cache:
+            if (name, key) not in _borrowed:
+                groups.setdefault(key[:i] + key[i + 1:], []).append(key)
         for n in seq_lens:
-            for key, cfg in list(recorded.items()):
-                target = key[:i] + (n,) + key[i + 1:]
+            for rest, keys in groups.items():
+                target = rest[:i] + (n,) + rest[i:]
                 if target in at.cache:
                     continue
-                same = [k for k in recorded if k[:i] + k[i + 1:] == key[:i] + key[i + 1:]]
-                src = min(same, key=lambda k: (abs(math.log(k[i] / n)), -k[i]))
-                at.cache[target] = recorded[src]
+                src = min(keys, key=lambda k: (abs(math.log(k[i] / n)), -k[i]))
+                at.cache[target] = at.cache[src]
                 _borrowed[(name, target)] = (i, src[i])
                 done.setdefault(n, set()).add(src[i])
     return {n: sorted(s) for n, s in done.items()}

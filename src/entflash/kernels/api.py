@@ -274,7 +274,7 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
     forward's τ - m and row maxima m; out: the forward's output (read by dq only with config.DQ_ONE_SWEEP)."""
     dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs = bufs
     sq, sk, sv, sd = g.strides(q), g.strides(k), g.strides(v), g.strides(do)
-    one = bool(config.DQ_ONE_SWEEP) and not need_dalpha  # dα's sums need δ first (backward.dq_kernel)
+    one = config.dq_one_sweep(need_dalpha)
     o = out if out.stride(-1) == 1 else out.contiguous()
     tail = (g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
 

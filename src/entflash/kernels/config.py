@@ -68,6 +68,12 @@ GATHER_KC = 32  # key tiles judged per step when listing a gathered tile's candi
 # fastest; uncapped 6.35 and cap 168 5.84 on random). The two-sweep path stays for stage_times.py dqone.
 DQ_ONE_SWEEP = True
 
+
+def dq_one_sweep(need_dalpha: bool) -> bool:
+    """Whether the dq kernel runs in one sweep: DQ_ONE_SWEEP, except for a per-head α's gradient, whose sums need
+    δ, Σp and Σu before the second sweep (backward.dq_kernel)."""
+    return bool(DQ_ONE_SWEEP) and not need_dalpha
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 
