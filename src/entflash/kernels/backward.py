@@ -76,7 +76,8 @@ def dq_kernel(
         # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
         FOLD: tl.constexpr = BLOCK_D <= 64
         # ONE_SWEEP visits each 64-key tile as two 32-key halves: half the score-sized live tiles (registers)
-        TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP else BLOCK_N
+        # (and so do both sweeps of a per-head α's gradient, whose extra per-score terms spilled on full tiles)
+        TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP or ALPHA_GRAD else BLOCK_N
         su_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
         sug_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
         if ALPHA_GRAD:
@@ -130,6 +131,7 @@ def dq_kernel(
             sp = tl.where(sp > 0, sp, 1.0)
             su_n = tl.where(su > 0, su, 1.0)
             hhat = h1 / sp - tl.log(sp)
+            lim = 0.5 * (dg * h2 - g2)  # the softmax rows' limit, formed here so that its sums die before sweep 2
             e1 = tl.zeros([BLOCK_M], tl.float32)
             e2 = tl.zeros([BLOCK_M], tl.float32)
         # sweep 2: dq = scale Σ u (g - δ) k
@@ -137,25 +139,27 @@ def dq_kernel(
             dq = acc_a - (delta - dhat)[:, None] * acc_b
         else:
             dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            TN2: tl.constexpr = TN if ALPHA_GRAD else BLOCK_N
             for i in range(0, count):
-                start_n = tl.load(tlist + i) * BLOCK_N
-                offs_n = start_n + offs_n0
-                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
-                                   kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-                vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-                p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
-                dz = u * (g - delta[:, None])
-                dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
-                if ALPHA_GRAD:
-                    ph = tl.math.div_rn(p, sp[:, None])
-                    uh = tl.math.div_rn(u, su_n[:, None])
-                    lph = tl.where(ph > 0, tl.log(tl.where(ph > 0, ph, 1.0)), 0.0)
-                    e1 += tl.sum((ph - uh) * g, 1)
-                    e2 += tl.sum((ph * lph - uh * hhat[:, None]) * g, 1)
+                start_t = tl.load(tlist + i) * BLOCK_N
+                for hh in tl.static_range(BLOCK_N // TN2):
+                    start_n = start_t + hh * TN2
+                    offs_n = start_n + tl.arange(0, TN2)
+                    kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
+                                       kpm_row, D, BLOCK_M, TN2, CAUSAL, HAS_KPM, PREC)
+                    vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
+                    p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
+                    dz = u * (g - delta[:, None])
+                    dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+                    if ALPHA_GRAD:
+                        ph = tl.math.div_rn(p, sp[:, None])
+                        uh = tl.math.div_rn(u, su_n[:, None])
+                        lph = tl.where(ph > 0, tl.log(tl.where(ph > 0, ph, 1.0)), 0.0)
+                        e1 += tl.sum((ph - uh) * g, 1)
+                        e2 += tl.sum((ph * lph - uh * hhat[:, None]) * g, 1)
         if ALPHA_GRAD:
             a = 1.0 / inv_a
             gen = e1 / (a * a) - e2 / a
-            lim = 0.5 * (dg * h2 - g2)
             if KIND == 3:
                 da = tl.where(is_soft, lim, gen)
             elif KIND == 0:
