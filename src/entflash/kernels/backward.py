@@ -84,7 +84,6 @@ def dq_kernel(
             # dα needs δ, Σp and Σu before its own sums (sweep 2): the host turns ONE_SWEEP off for it
             tl.static_assert(not ONE_SWEEP)
             sp = tl.zeros([BLOCK_M], tl.float32)
-            h1 = tl.zeros([BLOCK_M], tl.float32)
             dg = tl.zeros([BLOCK_M], tl.float32)
             h2 = tl.zeros([BLOCK_M], tl.float32)
             g2 = tl.zeros([BLOCK_M], tl.float32)
@@ -108,7 +107,6 @@ def dq_kernel(
                     pl = p * lp
                     pll = pl * lp
                     sp += tl.sum(p, 1)
-                    h1 += tl.sum(pl, 1)
                     dg += tl.sum(p * g, 1)
                     h2 += tl.sum(pll, 1)
                     g2 += tl.sum(g * pll, 1)
@@ -123,17 +121,18 @@ def dq_kernel(
         # τ in score units for the dk/dv kernel (see there): one rounding of τ - m plus m
         tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
         if ALPHA_GRAD:
-            # dα per row (entmax.entmax_grad_alpha), a = α - 1: Σ (p̂ - ũ) g / a² - Σ (p̂ ln p̂ - ũ Ĥ) g / a with
-            # p̂ = p / Σp, ũ = u / Σu, Ĥ = Σ p̂ ln p̂, summed element by element in sweep 2. Not Σ p g - δ: p sums
-            # to 1 only within the τ root's rounding, 1/a³ times larger in that difference (α = 1.02, one key:
-            # dα -1.3e-2 instead of 0; three keys: 15x the float32 reference's error); p̂ and ũ are 1 exactly
-            # on a one-key support (correctly rounded x / x), so such a row contributes 0 as in the reference.
+            # dα per row (entmax.entmax_grad_alpha), a = α - 1: Σ (p̂ - ũ) g / a² - (Σ p̂ ln p̂ g - Ĥ δ) / a with
+            # p̂ = p / Σp, ũ = u / Σu, Ĥ = Σ p̂ ln p̂ (Σ ũ g = δ), summed element by element in sweep 2. Not
+            # Σ p g - δ: p sums to 1 only within the τ root's rounding, 1/a³ times larger in that difference
+            # (α = 1.02, one key: dα -1.3e-2 instead of 0; three keys: 15x the float32 reference's error). On a
+            # one-key support p̂ and ũ are 1 exactly (correctly rounded x / x) and ln 1 = 0, so such a row gives
+            # 0 exactly, as in the reference (Ĥ formed from Σ p ln p and ln Σp left a residue).
             sp = tl.where(sp > 0, sp, 1.0)
             su_n = tl.where(su > 0, su, 1.0)
-            hhat = h1 / sp - tl.log(sp)
             lim = 0.5 * (dg * h2 - g2)  # the softmax rows' limit, formed here so that its sums die before sweep 2
             e1 = tl.zeros([BLOCK_M], tl.float32)
             e2 = tl.zeros([BLOCK_M], tl.float32)
+            hhat = tl.zeros([BLOCK_M], tl.float32)
         # sweep 2: dq = scale Σ u (g - δ) k
         if ONE_SWEEP:
             dq = acc_a - (delta - dhat)[:, None] * acc_b
@@ -155,11 +154,13 @@ def dq_kernel(
                         ph = tl.math.div_rn(p, sp[:, None])
                         uh = tl.math.div_rn(u, su_n[:, None])
                         lph = tl.where(ph > 0, tl.log(tl.where(ph > 0, ph, 1.0)), 0.0)
+                        phl = ph * lph
                         e1 += tl.sum((ph - uh) * g, 1)
-                        e2 += tl.sum((ph * lph - uh * hhat[:, None]) * g, 1)
+                        e2 += tl.sum(phl * g, 1)
+                        hhat += tl.sum(phl, 1)
         if ALPHA_GRAD:
             a = 1.0 / inv_a
-            gen = e1 / (a * a) - e2 / a
+            gen = e1 / (a * a) - (e2 - hhat * delta) / a
             if KIND == 3:
                 da = tl.where(is_soft, lim, gen)
             elif KIND == 0:
