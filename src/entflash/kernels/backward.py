@@ -121,18 +121,20 @@ def dq_kernel(
         # τ in score units for the dk/dv kernel (see there): one rounding of τ - m plus m
         tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
         if ALPHA_GRAD:
-            # dα per row (entmax.entmax_grad_alpha), a = α - 1: Σ (p̂ - ũ) g / a² - (Σ p̂ ln p̂ g - Ĥ δ) / a with
-            # p̂ = p / Σp, ũ = u / Σu, Ĥ = Σ p̂ ln p̂ (Σ ũ g = δ), summed element by element in sweep 2. Not
+            # dα per row (entmax.entmax_grad_alpha), a = α - 1: Σ (p̂ - ũ) g / a² - (Σ p̂ ln p̂ g - Ĥ Σ ũ g) / a
+            # with p̂ = p / Σp, ũ = u / Σu, Ĥ = Σ p̂ ln p̂, all summed element by element in sweep 2. Not
             # Σ p g - δ: p sums to 1 only within the τ root's rounding, 1/a³ times larger in that difference
             # (α = 1.02, one key: dα -1.3e-2 instead of 0; three keys: 15x the float32 reference's error). On a
-            # one-key support p̂ and ũ are 1 exactly (correctly rounded x / x) and ln 1 = 0, so such a row gives
-            # 0 exactly, as in the reference (Ĥ formed from Σ p ln p and ln Σp left a residue).
+            # one-key support p̂ and ũ are 1 exactly (correctly rounded x / x), so both terms are a product
+            # minus the same product: 0 exactly, as in the reference, whatever ln 1 and the division round to
+            # (Ĥ from Σ p ln p / Σp - ln Σp, or Σ ũ g taken as δ, each left a residue).
             sp = tl.where(sp > 0, sp, 1.0)
             su_n = tl.where(su > 0, su, 1.0)
             lim = 0.5 * (dg * h2 - g2)  # the softmax rows' limit, formed here so that its sums die before sweep 2
             e1 = tl.zeros([BLOCK_M], tl.float32)
             e2 = tl.zeros([BLOCK_M], tl.float32)
             hhat = tl.zeros([BLOCK_M], tl.float32)
+            dd = tl.zeros([BLOCK_M], tl.float32)
         # sweep 2: dq = scale Σ u (g - δ) k
         if ONE_SWEEP:
             dq = acc_a - (delta - dhat)[:, None] * acc_b
@@ -158,9 +160,10 @@ def dq_kernel(
                         e1 += tl.sum((ph - uh) * g, 1)
                         e2 += tl.sum(phl * g, 1)
                         hhat += tl.sum(phl, 1)
+                        dd += tl.sum(uh * g, 1)
         if ALPHA_GRAD:
             a = 1.0 / inv_a
-            gen = e1 / (a * a) - (e2 - hhat * delta) / a
+            gen = e1 / (a * a) - (e2 - hhat * dd) / a
             if KIND == 3:
                 da = tl.where(is_soft, lim, gen)
             elif KIND == 0:
