@@ -31,7 +31,9 @@ import triton
 import triton.language as tl
 
 from .common import (
-    fold_sum, grad_terms, grad_weights_y, head_alpha, load_cols, load_rows, mask_scores_b, needs_mask, probs_y,
+    dalpha_probs,
+    fold_sum, grad_terms, grad_weights_y, head_alpha, load_cols, load_rows, mask_scores_b, needs_mask,
+    probs_y,
     program_ids, query_block, query_block_id, row_offset, score_tile, tile_list, visited_tiles,
 )
 
@@ -76,14 +78,16 @@ def dq_kernel(
         # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
         FOLD: tl.constexpr = BLOCK_D <= 64
         # ONE_SWEEP visits each 64-key tile as two 32-key halves: half the score-sized live tiles (registers)
-        TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP else BLOCK_N
+        # (and so do both sweeps of a per-head α's gradient, whose extra per-score terms spilled on full tiles)
+        TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP or ALPHA_GRAD else BLOCK_N
         su_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
         sug_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
         if ALPHA_GRAD:
-            # dα needs δ, Σp and Σu before its own sums (sweep 2): the host turns ONE_SWEEP off for it
+            # dα needs δ, Σp and Σu before its own sums (sweep 2): the host turns ONE_SWEEP off for it; a
+            # per-head α is always the general kind (api.alpha_kind)
             tl.static_assert(not ONE_SWEEP)
+            tl.static_assert(KIND == 3)
             sp = tl.zeros([BLOCK_M], tl.float32)
-            h1 = tl.zeros([BLOCK_M], tl.float32)
             dg = tl.zeros([BLOCK_M], tl.float32)
             h2 = tl.zeros([BLOCK_M], tl.float32)
             g2 = tl.zeros([BLOCK_M], tl.float32)
@@ -95,7 +99,11 @@ def dq_kernel(
                 kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
                                    kpm_row, D, BLOCK_M, TN, CAUSAL, HAS_KPM, PREC)
                 vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-                p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
+                if ALPHA_GRAD:
+                    y, p, u, lp = dalpha_probs(x, tau, inv_a, is_soft)
+                    g = tl.dot(do, vT, input_precision=PREC)
+                else:
+                    p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
                 if FOLD:
                     su_h += fold_sum(u, BLOCK_M, TN)
                     sug_h += fold_sum(u * g, BLOCK_M, TN)
@@ -103,11 +111,9 @@ def dq_kernel(
                     su += tl.sum(u, 1)
                     sug += tl.sum(u * g, 1)
                 if ALPHA_GRAD:
-                    lp = tl.where(p > 0, tl.log(tl.where(p > 0, p, 1.0)), 0.0)
                     pl = p * lp
                     pll = pl * lp
                     sp += tl.sum(p, 1)
-                    h1 += tl.sum(pl, 1)
                     dg += tl.sum(p * g, 1)
                     h2 += tl.sum(pll, 1)
                     g2 += tl.sum(g * pll, 1)
@@ -122,46 +128,60 @@ def dq_kernel(
         # τ in score units for the dk/dv kernel (see there): one rounding of τ - m plus m
         tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
         if ALPHA_GRAD:
-            # dα per row (entmax.entmax_grad_alpha), a = α - 1: Σ (p̂ - ũ) g / a² - Σ (p̂ ln p̂ - ũ Ĥ) g / a with
-            # p̂ = p / Σp, ũ = u / Σu, Ĥ = Σ p̂ ln p̂, summed element by element in sweep 2. Not Σ p g - δ: p sums
-            # to 1 only within the τ root's rounding, 1/a³ times larger in that difference (α = 1.02, one key:
-            # dα -1.3e-2 instead of 0; three keys: 15x the float32 reference's error); p̂ and ũ are 1 exactly
-            # on a one-key support (correctly rounded x / x), so such a row contributes 0 as in the reference.
+            # dα per row (entmax.entmax_grad_alpha), a = α - 1, p̂ = p / Σp, ũ = u / Σu, δ = Σ ũ g:
+            #   dα = Σ (p̂ - ũ) g / a² - Σ p̂ ln p̂ (g - δ) / a.
+            # p̂ and ũ are close when a is small (p̂ - ũ is O(a)), so Σ (p̂ - ũ) g from separately rounded p̂
+            # and ũ loses their ~1e-7 relative rounding times |g|, amplified by 1/a² (α = 1.02, two to five
+            # keys: 3-10x the float32 reference's error on the H200 and under the CPU interpreter, run 43).
+            # Since p = u y (y = x - τ), p̂ - ũ = ũ (y - ȳ) / ȳ with ȳ = Σp / Σu, and Σ ũ (y - ȳ) = Σ ũ (g - δ)
+            # = 0, so Σ (p̂ - ũ) g = Σ u (y - ȳ) (g - δ) / Σp: both factors are differences of directly computed
+            # values, and the errors of ȳ and δ multiply sums that vanish. Likewise
+            # Σ p̂ ln p̂ (g - δ) = (Σ p ln p (g - δ) - ln Σp · Σ p (g - δ)) / Σp. Neither Σp = 1 nor δ from the
+            # same sweep is assumed (p sums to 1 only within the τ root's rounding, amplified by 1/a³ in
+            # Σ p g - δ: the form before session 9). A row with one key in its support has p = 1 whatever α:
+            # dα = 0, set exactly (nsup) rather than left to rounding. p, u and ln p come from log2_fine in both
+            # sweeps: lg2.approx's absolute error near y = 1 reaches dα through ln p / a and p's own relative
+            # error (1/a times it) at 1/a² (emulated: 1e-3 at α = 1.02, a few times the reference's error).
             sp = tl.where(sp > 0, sp, 1.0)
-            su_n = tl.where(su > 0, su, 1.0)
-            hhat = h1 / sp - tl.log(sp)
+            ybar = sp / tl.where(su > 0, su, 1.0)
+            lim = 0.5 * (dg * h2 - g2)  # the softmax rows' limit, formed here so that its sums die before sweep 2
             e1 = tl.zeros([BLOCK_M], tl.float32)
             e2 = tl.zeros([BLOCK_M], tl.float32)
+            e3 = tl.zeros([BLOCK_M], tl.float32)
+            nsup = tl.zeros([BLOCK_M], tl.float32)
         # sweep 2: dq = scale Σ u (g - δ) k
         if ONE_SWEEP:
             dq = acc_a - (delta - dhat)[:, None] * acc_b
         else:
             dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            TN2: tl.constexpr = TN if ALPHA_GRAD else BLOCK_N
             for i in range(0, count):
-                start_n = tl.load(tlist + i) * BLOCK_N
-                offs_n = start_n + offs_n0
-                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
-                                   kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-                vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-                p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
-                dz = u * (g - delta[:, None])
-                dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
-                if ALPHA_GRAD:
-                    ph = tl.math.div_rn(p, sp[:, None])
-                    uh = tl.math.div_rn(u, su_n[:, None])
-                    lph = tl.where(ph > 0, tl.log(tl.where(ph > 0, ph, 1.0)), 0.0)
-                    e1 += tl.sum((ph - uh) * g, 1)
-                    e2 += tl.sum((ph * lph - uh * hhat[:, None]) * g, 1)
+                start_t = tl.load(tlist + i) * BLOCK_N
+                for hh in tl.static_range(BLOCK_N // TN2):
+                    start_n = start_t + hh * TN2
+                    offs_n = start_n + tl.arange(0, TN2)
+                    kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
+                                       kpm_row, D, BLOCK_M, TN2, CAUSAL, HAS_KPM, PREC)
+                    vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
+                    if ALPHA_GRAD:
+                        y, p, u, lp = dalpha_probs(x, tau, inv_a, is_soft)
+                        g = tl.dot(do, vT, input_precision=PREC)
+                    else:
+                        p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
+                    dz = u * (g - delta[:, None])
+                    dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+                    if ALPHA_GRAD:
+                        gd = g - delta[:, None]
+                        pg = p * gd
+                        e1 += tl.sum(tl.where(u > 0, u * (y - ybar[:, None]), 0.0) * gd, 1)
+                        e2 += tl.sum(pg * lp, 1)
+                        e3 += tl.sum(pg, 1)
+                        nsup += tl.sum(tl.where(p > 0, 1.0, 0.0), 1)
         if ALPHA_GRAD:
             a = 1.0 / inv_a
-            gen = e1 / (a * a) - e2 / a
-            lim = 0.5 * (dg * h2 - g2)
-            if KIND == 3:
-                da = tl.where(is_soft, lim, gen)
-            elif KIND == 0:
-                da = lim
-            else:
-                da = gen
+            gen = (e1 / (a * a) - (e2 - tl.log(sp) * e3) / a) / sp
+            gen = tl.where(nsup > 1.0, gen, 0.0)
+            da = tl.where(is_soft, lim, gen)
             tl.store(DALPHA + stat_off + offs_m, da, mask=rmask)
         dq = dq * scale
         dq_base = DQ + row_offset(b, h, qs, sgb, sgh, sgn)

@@ -228,6 +228,40 @@ def probs_y(y, inv_a, is_soft, KIND: tl.constexpr):
 
 
 @triton.jit
+def log2_fine(y):
+    """log2 of y > 0 within a few float32 ulps of the result also near y = 1. The hardware's lg2.approx.f32
+    (tl.log2) is off by up to 2^-22.6 in absolute terms on [0.5, 2), a large relative error where log2 y is
+    small; a per-head α's gradient multiplies that by 1/(α-1)² (NOTES session 10). There: ln y = 2 atanh(s),
+    s = (y - 1)/(y + 1) in [-1/3, 1/3), by its odd series to s^13 (truncation below 1.5e-8 relative), with
+    y - 1 exact and one division; elsewhere lg2.approx's relative error (2^-22) is already fine."""
+    s = (y - 1.0) / (y + 1.0)
+    s2 = s * s
+    poly = 1.0 / 11.0 + s2 * (1.0 / 13.0)
+    poly = 1.0 / 9.0 + s2 * poly
+    poly = 1.0 / 7.0 + s2 * poly
+    poly = 1.0 / 5.0 + s2 * poly
+    poly = 1.0 / 3.0 + s2 * poly
+    poly = 1.0 + s2 * poly
+    near = (y >= 0.5) & (y < 2.0)
+    return tl.where(near, s * poly * 2.8853900817779268, tl.log2(y))  # 2 / ln 2
+
+
+@triton.jit
+def dalpha_probs(x, tau, inv_a, is_soft):
+    """(y, p, u, ln p) of a tile for a per-head α's gradient (general kind, rows = queries): y = x - τ, p and
+    u = p^(2-α) as grad_terms gives them but from log2_fine, and ln p (0 off the support). Softmax heads: y is
+    in log2 units, p = 2^y, u = p."""
+    y = x - tau[:, None]
+    l2y = log2_fine(tl.maximum(y, 1e-30))
+    l2p = tl.where(is_soft, y, l2y * inv_a)
+    e = tl.exp2(l2p)
+    p = tl.where(is_soft, e, tl.where(y > 0, e, 0.0))  # softmax: masked y = -inf gives 0
+    u = tl.where(is_soft, p, tl.where(y > 0, tl.exp2(l2y * (inv_a - 1.0)), 0.0))
+    lp = tl.where(p > 0, l2p * 0.6931471805599453, 0.0)
+    return y, p, u, lp
+
+
+@triton.jit
 def grad_weights(p, x, tau, inv_a, is_soft, KIND: tl.constexpr):
     """u = p^(2-α) on the support (softmax: u = p), the weights of the entmax Jacobian."""
     return grad_weights_y(p, x - tau[:, None], inv_a, is_soft, KIND)
