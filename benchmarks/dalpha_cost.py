@@ -1,9 +1,12 @@
 """Price of a learnable per-head α: forward+backward with α a (H,) tensor that needs its gradient, next to the
 same call with α = 1.5 as a float (D64, N = 16384, B = 2, H = 16, causal, bf16, the bench's inputs).
 
-    PYTHONPATH=src python benchmarks/dalpha_cost.py            # prints one line per input kind
+    PYTHONPATH=src python benchmarks/dalpha_cost.py [--split]  # one line per input kind (--split: and
+                                                                # the forward / no-dα parts)
 Run it with another tree's src first on PYTHONPATH to compare two versions in one device call.
 """
+import sys
+
 import torch
 from triton.testing import do_bench
 
@@ -23,11 +26,33 @@ def fwdbwd_ms(q, k, v, alpha, causal=True):
     return do_bench(step, grad_to_none=grads, rep=100)
 
 
+def fwd_ms(q, k, v, alpha, causal=True):
+    return do_bench(lambda: entmax_fwd(q, k, v, alpha, causal), rep=100)
+
+
+def entmax_fwd(q, k, v, alpha, causal):
+    with torch.no_grad():
+        return entflash.entmax_attention(q, k, v, alpha=alpha, causal=causal)
+
+
 if __name__ == "__main__":
     H = 16
     for inputs in ("clustered", "random"):
         q, k, v = make_inputs(inputs, 2, H, 16384, 64, True)
         t_float = fwdbwd_ms(q, k, v, 1.5)
-        t_head = fwdbwd_ms(q, k, v, torch.full((H,), 1.5, device=q.device))
+        head = torch.full((H,), 1.5, device=q.device)
+        t_head = fwdbwd_ms(q, k, v, head)
         print(f"{entflash.__file__} {inputs}: f+b alpha=1.5 float {t_float:.3f} ms, per-head tensor with dalpha "
               f"{t_head:.3f} ms ({t_head / t_float:.2f}x)", flush=True)
+        if "--split" in sys.argv:
+            # where a per-head α's price goes: the general kind's forward (pow through exp2/log2), the backward
+            # without dα (the general kind's p and u), and dα's own sums (the rest)
+            f_float, f_head = fwd_ms(q, k, v, 1.5), fwd_ms(q, k, v, head)
+            t_nograd = do_bench(lambda: fwdbwd_nograd(q, k, v, head), rep=100)
+            print(f"  {inputs}: forward float {f_float:.3f} ms, per-head {f_head:.3f}; f+b per-head without dalpha "
+                  f"{t_nograd:.3f} ms", flush=True)
+
+
+def fwdbwd_nograd(q, k, v, alpha):
+    ins = [t.detach().requires_grad_() for t in (q, k, v)]
+    entflash.entmax_attention(*ins, alpha=alpha, causal=True).backward(torch.ones_like(q))
