@@ -35,6 +35,11 @@ def entmax_fwd(q, k, v, alpha, causal):
         return entflash.entmax_attention(q, k, v, alpha=alpha, causal=causal)
 
 
+def fwdbwd_nograd(q, k, v, alpha):
+    ins = [t.detach().requires_grad_() for t in (q, k, v)]
+    entflash.entmax_attention(*ins, alpha=alpha, causal=True).backward(torch.ones_like(q))
+
+
 if __name__ == "__main__":
     H = 16
     for inputs in ("clustered", "random"):
@@ -51,8 +56,3 @@ if __name__ == "__main__":
             t_nograd = do_bench(lambda: fwdbwd_nograd(q, k, v, head), rep=100)
             print(f"  {inputs}: forward float {f_float:.3f} ms, per-head {f_head:.3f}; f+b per-head without dalpha "
                   f"{t_nograd:.3f} ms", flush=True)
-
-
-def fwdbwd_nograd(q, k, v, alpha):
-    ins = [t.detach().requires_grad_() for t in (q, k, v)]
-    entflash.entmax_attention(*ins, alpha=alpha, causal=True).backward(torch.ones_like(q))
