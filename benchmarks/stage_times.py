@@ -26,15 +26,16 @@ def launch_fields(**fields):
         config.launch_config = base
 
 
-def forward_setup(D, inputs, causal=True, N=16384, B=2, H=16):
-    """(q, k, v, bound _Geom, forward buffers) of the bench's inputs, α = 1.5, the library's default scale."""
+def forward_setup(D, inputs, causal=True, N=16384, B=2, H=16, alpha=1.5):
+    """(q, k, v, bound _Geom, forward buffers) of the bench's inputs, α (1.5 unless given), the library's default
+    scale."""
     q, k, v = make_inputs(inputs, B, H, N, D, causal)
-    g = api._Geom(q, k, v, None, N, N).bind(None, 1.5, None, None, None, causal, q.device)
+    g = api._Geom(q, k, v, None, N, N).bind(None, alpha, None, None, None, causal, q.device)
     return q, k, v, g, api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind))
 
 
-def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
-    q, k, v, g, bufs = forward_setup(D, inputs, causal, N, B, H)
+def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None, alpha=1.5):
+    q, k, v, g, bufs = forward_setup(D, inputs, causal, N, B, H, alpha)
     tmax, taumin = bufs[4], bufs[5]
     f1, f2, f3 = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False, max_iters=max_iters)
     f12 = lambda: (f1(), f2())  # noqa: E731  (the τ pass rewrites the map: it must follow pass 1)
@@ -47,8 +48,8 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None):
     return [round(t1, 3), round(t12 - t1, 3), round(t123 - t12, 3)], round(cand, 4)
 
 
-def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16):
-    q, k, v, g, fb = forward_setup(D, inputs, causal, N, B, H)
+def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16, alpha=1.5):
+    q, k, v, g, fb = forward_setup(D, inputs, causal, N, B, H, alpha)
     for f in api.forward_stages(q, k, v, g, D ** -0.5, fb, need_stats=False):
         f()
     m, tau, tmax, taumin = fb[1], fb[2], fb[4], fb[5]
@@ -65,6 +66,17 @@ if __name__ == "__main__":
     # `stage_times.py n 4096`: forward stages and backward kernels at another N (B = 32768 / N, the bench's
     # token count), D64 causal, both inputs: where a short-sequence case loses (run 33: N4k random f+b 1.21x
     # AdaSplash-2's)
+    # `stage_times.py alpha 1.3`: forward stages and backward kernels at a general α (config.KIND_GENERAL: pow
+    # through exp2/log2, Halley for τ), D64 N16k causal, both inputs (run 45: a per-head α's forward 9x the
+    # α = 1.5 one on random inputs)
+    if sys.argv[1:2] == ["alpha"]:
+        a = float(sys.argv[2])
+        for inputs in ("clustered", "random"):
+            t, cand = stages(64, inputs, alpha=a)
+            t_dq, t_dkdv = bwd_stages(64, inputs, alpha=a)
+            print(f"D=64 alpha={a} {inputs}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, dq {t_dq} ms, "
+                  f"dkdv {t_dkdv} ms, output-tile fraction {cand}", flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["n"]:
         N = int(sys.argv[2])
         B = max(1, 32768 // N)

@@ -3,7 +3,8 @@ the time (CUDA events, median of reps) and how many rows and query blocks were s
 and the share of the causal (query block, key tile) pairs that pass 1 dropped, that sweep 0 visits, and that
 the output pass visits.
 
-    PYTHONPATH=src python benchmarks/tau_launches.py        # D64 N16k B2 H16 bf16 causal, clustered and random
+    PYTHONPATH=src python benchmarks/tau_launches.py [--alpha A] [inputs...]  # D64 N16k B2 H16 bf16 causal,
+                                                                              # clustered and random, α = 1.5
 """
 import sys
 
@@ -43,12 +44,13 @@ def tile_shares(g, m, tmax, taumin=None, lb=None):
     return {"dropped": dropped.sum().item() / total, "sweep0": hit.sum().item() / total}
 
 
-def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
+def profile(inputs, D=64, N=16384, B=2, H=16, reps=5, alpha=1.5):
     config.TAU_SPLIT = "always"
-    n_iters = config.MAX_ITERS_EXACT
+    general = api.alpha_kind(None, alpha) == config.KIND_GENERAL
+    n_iters = config.MAX_ITERS_GENERAL if general else config.MAX_ITERS_EXACT
     config.SPLIT_SWEEPS = n_iters  # every sweep its own launch, to time each
     config.TAU_GATHER_FROM = None  # block-wise sweeps only (stage_times.py times the τ pass with gathering)
-    q, k, v, g, bufs = forward_setup(D, inputs, True, N, B, H)  # TAU_SPLIT "always": bufs has the state
+    q, k, v, g, bufs = forward_setup(D, inputs, True, N, B, H, alpha)  # TAU_SPLIT "always": bufs has the state
     out, m, tau, supp, tmax, taumin, lists, state = bufs[:8]
     f1, f2, _ = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False)
     first, *later = f2.launches
@@ -81,7 +83,7 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
             for it in range(n_iters):
                 times[it].append(evs[it].elapsed_time(evs[it + 1]))
     med = [sorted(t)[len(t) // 2] for t in times]
-    print(f"{inputs} D={D} N={N}: total {sum(med):.3f} ms; launch 0 {med[0]:.3f} ms; causal tiles dropped by "
+    print(f"{inputs} D={D} N={N} alpha={alpha}: total {sum(med):.3f} ms; launch 0 {med[0]:.3f} ms; causal tiles dropped by "
           f"pass 1 {shares['dropped']:.3f}, visited by sweep 0 {shares['sweep0']:.3f}, by the output pass "
           f"{shares['output']:.3f}", flush=True)
     for it in range(1, n_iters):
@@ -90,5 +92,9 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5):
 
 
 if __name__ == "__main__":
-    for inputs in sys.argv[1:] or ["clustered", "random"]:
-        profile(inputs)
+    args = sys.argv[1:]
+    a = 1.5
+    if args[:1] == ["--alpha"]:
+        a, args = float(args[1]), args[2:]
+    for inputs in args or ["clustered", "random"]:
+        profile(inputs, alpha=a)

@@ -170,10 +170,11 @@ def test_negative_and_zero_scale_kernels(scale, alpha):
         torch.testing.assert_close(res["out"][0, 0], w @ v[0, 0].detach(), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("alpha", [1.5, 2.0])
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, 1.05])
 @pytest.mark.parametrize("causal", [True, False])
 def test_pass1_lower_bound_is_a_bound(alpha, causal):
-    """Pass 1's τ lower bound (threshold.top_bound, from 16 large scores of each row) lies in
+    """Pass 1's τ lower bound (threshold.top_bound, or top_bound_general for other α than 1.5 and 2, from 16
+    large scores of each row) lies in
     [m - 1, τ] for every row, and above m - 1 where a row's top scores sit close together; the pipeline
     that starts from it is exact."""
     from entflash.kernels import api
@@ -197,7 +198,10 @@ def test_pass1_lower_bound_is_a_bound(alpha, causal):
     margin = 1e-4 * (1 + m.abs())
     assert (lb[valid] <= tau[valid] + margin[valid]).all(), (lb - tau)[valid].max()
     assert (lb[valid] >= m[valid] - 1 - margin[valid]).all()
-    assert (lb[valid] > m[valid] - 0.9).sum() >= 4  # the bound does more than m - 1 somewhere
+    # the bound does more than m - 1 somewhere: it closes a tenth of the gap from m - 1 to τ in a few rows (not
+    # an absolute 0.1: at α = 1.05 the scores, in units of α - 1, all sit within ~0.2 of m)
+    gain = (lb - (m - 1))[valid] / (tau - (m - 1)).clamp(min=1e-6)[valid]
+    assert (gain > 0.1).sum() >= 4, gain.max()
     kw = dict(alpha=alpha, causal=causal, key_padding_mask=kpm)
     out = bufs[0]
     ref = oracle(q, k, v, **kw)

@@ -6,11 +6,12 @@ and BLOCK_N keys, the maximum score (rounded up to bfloat16). For entmax,
 τ_i >= m_i - 1 (x units), so a tile whose group maxima are all at most the
 groups' min_i (m_i - 1) can never hold a nonzero and no later pass reads it.
 Pass 1 already drops (-inf) the tiles whose maxima lie more than 1 below the
-running maximum of every row of the group. For α = 1.5 and 2 it also keeps,
-per row, the four largest maxima of each of four column subsets (those one
-thread holds, common.fold_max4): 16 different scores whose threshold alone is
-a lower bound of τ_i, at least m_i - 1 and on dense rows within ~0.01 of τ_i
-(top_bound); sweep 0 starts there and visits only the tiles above it.
+running maximum of every row of the group. For entmax it also keeps, per row,
+the four largest maxima of each of four column subsets (those one thread
+holds, common.fold_max4): 16 different scores whose threshold alone is a
+lower bound of τ_i, at least m_i - 1 and on dense rows within ~0.01 of τ_i
+(top_bound; any other α than 1.5 and 2: top_bound_general, since session 10);
+sweep 0 starts there and visits only the tiles above it.
 
 The τ pass then runs as many sweeps over the candidate tiles as needed, in
 one launch with a loop over sweeps, or, on large inputs (config.TAU_SPLIT),
@@ -26,8 +27,8 @@ one launch per sweep with the per-row iteration state in memory (tau_kernel):
   right support). A row whose next step is below the tolerance is accepted as
   is. Usually 2-3 sweeps.
 * any other α (KIND 3, per-head runtime α): a safeguarded Halley iteration
-  on the bracket [m - 1, m] until the Newton step is below ~1e-6 (relative),
-  then that last step if it stays inside the bracket.
+  from pass 1's lower bound on the bracket [bound, m] until the Newton step is
+  below ~1e-6 (relative), then that last step if it stays inside the bracket.
 * softmax rows (KIND 0, or α = 1 heads of KIND 3): one sweep, τ = log2-sum-exp.
 
 Sweep 0 also rewrites the block's tile map in row-relative units: entry (g, j)
@@ -70,8 +71,34 @@ def rel_thr(tau, m):
 
 
 @triton.jit
+def top_bound_general(m, vals, inv_a):
+    """top_bound for any α (s = 1/(α-1) >= 1): Newton steps from m - 1 on h(τ) = (Σ (v - τ)_+^s)^(1/s) - 1 over
+    the row's NV scores v. h is convex and decreasing in τ (a norm of the convex (v - τ)_+), so every Newton
+    iterate from the left stays at or below the subproblem's root, itself a lower bound of τ; and h is close to
+    linear (exactly, with one score above τ), so six steps get within ~1e-3 of that root on dense rows where
+    Newton on Σ y^s - 1 needs many more (its far-left steps shrink the gap by only ~1/s)."""
+    d = vals - m[:, None]
+    ok = d > float("-inf")  # False for absent entries and NaN rows
+    r = tl.zeros_like(m) - 1.0  # τ - m
+    for _ in tl.static_range(6):
+        y = tl.where(ok, d - r[:, None], 0.0)
+        live = y > 0
+        yp = tl.where(live, y, 1.0)
+        t0 = tl.where(live, tl.exp2(tl.log2(yp) * inv_a), 0.0)
+        big_s = tl.sum(t0, 1)
+        big_t = tl.sum(tl.where(live, t0 / yp, 0.0), 1)
+        # Newton on h: τ += (S - S^(1 - 1/s)) / Σ y^(s-1); S >= 1 on the left of the root
+        go = (big_s > 1.0) & (big_t > 0)
+        sn = tl.where(go, big_s, 1.0)
+        step = (sn - tl.exp2(tl.log2(sn) * (1.0 - 1.0 / inv_a))) / tl.where(go, big_t, 1.0)
+        r = r + tl.where(go, step, 0.0)
+    # margin against float rounding (the bound decides which tiles sweep 0 may skip)
+    return m + r - 1e-5 * (1.0 + tl.abs(m))
+
+
+@triton.jit
 def top_bound(m, vals, KIND: tl.constexpr, NV: tl.constexpr):
-    """A lower bound of τ (α = 1.5: KIND 2, α = 2: KIND 1) from NV different scores of a row, vals (BLOCK_M, NV),
+    """A lower bound of τ (α = 1.5: KIND 2, α = 2: KIND 1; any α: top_bound_general) from NV different scores of a row, vals (BLOCK_M, NV),
     among them the row maximum m (-inf where a row saw fewer): the threshold of the same problem on those
     scores alone, since the full sum Σ (x - τ)_+^p is at least the sum over any subset. Sort-based: the closed
     form on the j largest, kept when consistent (below the j-th), the largest such; j = 1 gives m - 1."""
@@ -103,8 +130,8 @@ def rowmax_kernel(
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, NEG_SCALE: tl.constexpr,
 ):
-    """Pass 1: row maxima (M), the tile map (TMAX) and, for α = 1.5 / 2, the τ pass's lower bound
-    (top_bound, into TAU0)."""
+    """Pass 1: row maxima (M), the tile map (TMAX) and, for entmax, the τ pass's lower bound (top_bound or
+    top_bound_general, into TAU0)."""
     pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -121,9 +148,9 @@ def rowmax_kernel(
         # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
         map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
         tmax_row = TMAX + map_off + offs_g * n_kblk
-        # α = 1.5 / 2: each thread's four largest partial maxima (fold_max4: per tile, the maxima of four column
+        # entmax kinds: each thread's four largest partial maxima (fold_max4: per tile, the maxima of four column
         # subsets, those of a thread in the MMA layout), (BLOCK_M, 4) each: 16 different scores per row for top_bound
-        BOUND: tl.constexpr = (KIND == 1) or (KIND == 2)
+        BOUND: tl.constexpr = KIND != 0
         t1 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
         t2 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
         t3 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
@@ -178,7 +205,11 @@ def rowmax_kernel(
         tl.store(M + stat, m, mask=offs_m < Lq)
         if BOUND:
             vals = tl.reshape(tl.join(tl.join(t1, t2), tl.join(t3, t4)), (BLOCK_M, 16))
-            tl.store(TAU0 + stat, top_bound(m, vals, KIND, 16), mask=offs_m < Lq)
+            if KIND == 3:
+                lb = top_bound_general(m, vals, inv_a)
+            else:
+                lb = top_bound(m, vals, KIND, 16)
+            tl.store(TAU0 + stat, lb, mask=offs_m < Lq)
 
 
 @triton.jit
@@ -189,10 +220,12 @@ def tile_sums(y, h0, h1, h2, h3, inv_a, KIND: tl.constexpr, BLOCK_M: tl.constexp
     if KIND == 3:
         yp = tl.where(ins, y, 1.0)
         t0 = tl.exp2(tl.log2(yp) * inv_a)
-        t1 = t0 / yp
+        # one reciprocal for both powers below (two divisions cost two MUFU.RCP per score; NOTES session 10)
+        ry = 1.0 / yp
+        t1 = t0 * ry
         h0 += fold_sum(tl.where(ins, t0, 0.0), BLOCK_M, BLOCK_N)
         h1 += fold_sum(tl.where(ins, t1, 0.0), BLOCK_M, BLOCK_N)
-        h2 += fold_sum(tl.where(ins, t1 / yp, 0.0), BLOCK_M, BLOCK_N)
+        h2 += fold_sum(tl.where(ins, t1 * ry, 0.0), BLOCK_M, BLOCK_N)
     else:
         yz = tl.maximum(y, 0.0)
         h0 += fold_sum(ins.to(tl.float32), BLOCK_M, BLOCK_N)
@@ -398,12 +431,11 @@ def tau_kernel(
         else:
             st = ST + stat_off + offs_m
             if FIRST:
-                # the iteration starts at a lower bound of τ: m - 1, or for α = 1.5 / 2 pass 1's top_bound
-                # (in [m - 1, m); anything else, e.g. a NaN row's, falls back to m - 1)
+                # the iteration starts at a lower bound of τ: pass 1's top_bound where it lies in (m - 1, m),
+                # else (e.g. a NaN row's) m - 1
                 tau = m_safe - 1.0
-                if (KIND == 1) or (KIND == 2):
-                    lb = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
-                    tau = tl.where((lb > tau) & (lb < m_safe), lb, tau)
+                lb = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
+                tau = tl.where((lb > tau) & (lb < m_safe), lb, tau)
                 res = tl.full([BLOCK_M], INF, tl.float32)
                 done = ~valid
                 lo = tau
