@@ -1,5 +1,7 @@
 """pytest plugin: the Triton interpreter with sm_90's approximate float32 math, to look for GPU-only precision
-failures on a machine without a GPU (NOTES session 9):
+failures on a machine without a GPU (NOTES session 9). Correction (NOTES session 10): the τ kernel's SASS has
+no MUFU.LG2 — Triton lowers tl.log2 on float32 to libdevice's log2f (an FMA polynomial, about 1 ulp), so the
+lg2 model below is harsher than the GPU; ex2 and `/` are modelled as the GPU does them:
 
     TRITON_INTERPRET=1 PYTHONPATH=benchmarks python -m pytest -p mufu_emulation tests/test_kernels.py -k dalpha
 

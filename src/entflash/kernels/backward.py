@@ -140,8 +140,10 @@ def dq_kernel(
             # same sweep is assumed (p sums to 1 only within the τ root's rounding, amplified by 1/a³ in
             # Σ p g - δ: the form before session 9). A row with one key in its support has p = 1 whatever α:
             # dα = 0, set exactly (nsup) rather than left to rounding. p, u and ln p come from log2_fine in both
-            # sweeps: lg2.approx's absolute error near y = 1 reaches dα through ln p / a and p's own relative
-            # error (1/a times it) at 1/a² (emulated: 1e-3 at α = 1.02, a few times the reference's error).
+            # sweeps: an absolute error of log2 near y = 1 would reach dα through ln p / a and p's own relative
+            # error (1/a times it) at 1/a² (under benchmarks/mufu_emulation.py's lg2.approx model: 1e-3 at
+            # α = 1.02). On sm_90 tl.log2 turned out to be libdevice's log2f, not lg2.approx (NOTES session
+            # 10): log2_fine may be unnecessary there; kept until a GPU run shows it.
             sp = tl.where(sp > 0, sp, 1.0)
             ybar = sp / tl.where(su > 0, su, 1.0)
             lim = 0.5 * (dg * h2 - g2)  # the softmax rows' limit, formed here so that its sums die before sweep 2

@@ -229,11 +229,13 @@ def probs_y(y, inv_a, is_soft, KIND: tl.constexpr):
 
 @triton.jit
 def log2_fine(y):
-    """log2 of y > 0 within a few float32 ulps of the result also near y = 1. The hardware's lg2.approx.f32
-    (tl.log2) is off by up to 2^-22.6 in absolute terms on [0.5, 2), a large relative error where log2 y is
-    small; a per-head α's gradient multiplies that by 1/(α-1)² (NOTES session 10). There: ln y = 2 atanh(s),
-    s = (y - 1)/(y + 1) in [-1/3, 1/3), by its odd series to s^13 (truncation below 1.5e-8 relative), with
-    y - 1 exact and one division; elsewhere lg2.approx's relative error (2^-22) is already fine."""
+    """log2 of y > 0 within a few float32 ulps of the result also near y = 1, whatever tl.log2 lowers to. The
+    hardware's lg2.approx.f32 is off by up to 2^-22.6 in absolute terms on [0.5, 2), a large relative error
+    where log2 y is small, which a per-head α's gradient multiplies by 1/(α-1)². (Triton lowers tl.log2 on
+    sm_90 to libdevice's log2f, ~1 ulp, not to lg2.approx: NOTES session 10; this guards the interpreter
+    emulation and other lowerings.) On [0.5, 2): ln y = 2 atanh(s), s = (y - 1)/(y + 1) in [-1/3, 1/3), by
+    its odd series to s^13 (truncation below 1.5e-8 relative), with y - 1 exact and one division; elsewhere a
+    relative error of 2^-22 is already fine."""
     s = (y - 1.0) / (y + 1.0)
     s2 = s * s
     poly = 1.0 / 11.0 + s2 * (1.0 / 13.0)
