@@ -39,6 +39,26 @@ from .common import (
 
 
 @triton.jit
+def dq_tile(q, do, k_base, v_base, start_m, start_n, offs_m, offs_d, Lq, Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a,
+            is_soft, D: tl.constexpr, BLOCK_M: tl.constexpr, TN: tl.constexpr, KIND: tl.constexpr,
+            CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, PREC: tl.constexpr, ALPHA_GRAD: tl.constexpr):
+    """One TN-key tile of a dq sweep: (kᵀ, y, p, u, g, ln p). With ALPHA_GRAD p, u and ln p come from
+    dalpha_probs (y = x - τ); without it from grad_terms, and y, ln p are the scores x (unused: dead code)."""
+    offs_n = start_n + tl.arange(0, TN)
+    kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, kpm_row, D,
+                       BLOCK_M, TN, CAUSAL, HAS_KPM, PREC)
+    vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
+    if ALPHA_GRAD:
+        y, p, u, lp = dalpha_probs(x, tau, inv_a, is_soft)
+        g = tl.dot(do, vT, input_precision=PREC)
+    else:
+        p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
+        y = x
+        lp = x
+    return kT, y, p, u, g, lp
+
+
+@triton.jit
 def dq_kernel(
     Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, TABS, DQ, DALPHA, O,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, sob, soh, son, skpm, smb, smh,
@@ -94,16 +114,9 @@ def dq_kernel(
         for i in range(0, count):
             start_t = tl.load(tlist + i) * BLOCK_N
             for hh in tl.static_range(BLOCK_N // TN):
-                start_n = start_t + hh * TN
-                offs_n = start_n + tl.arange(0, TN)
-                kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
-                                   kpm_row, D, BLOCK_M, TN, CAUSAL, HAS_KPM, PREC)
-                vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-                if ALPHA_GRAD:
-                    y, p, u, lp = dalpha_probs(x, tau, inv_a, is_soft)
-                    g = tl.dot(do, vT, input_precision=PREC)
-                else:
-                    p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
+                kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN, offs_m, offs_d, Lq,
+                                             Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D, BLOCK_M, TN,
+                                             KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
                 if FOLD:
                     su_h += fold_sum(u, BLOCK_M, TN)
                     sug_h += fold_sum(u * g, BLOCK_M, TN)
@@ -160,16 +173,9 @@ def dq_kernel(
             for i in range(0, count):
                 start_t = tl.load(tlist + i) * BLOCK_N
                 for hh in tl.static_range(BLOCK_N // TN2):
-                    start_n = start_t + hh * TN2
-                    offs_n = start_n + tl.arange(0, TN2)
-                    kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
-                                       kpm_row, D, BLOCK_M, TN2, CAUSAL, HAS_KPM, PREC)
-                    vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
-                    if ALPHA_GRAD:
-                        y, p, u, lp = dalpha_probs(x, tau, inv_a, is_soft)
-                        g = tl.dot(do, vT, input_precision=PREC)
-                    else:
-                        p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
+                    kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN2, offs_m, offs_d,
+                                                 Lq, Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D,
+                                                 BLOCK_M, TN2, KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
                     dz = u * (g - delta[:, None])
                     dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
                     if ALPHA_GRAD:
