@@ -113,8 +113,8 @@ def test_per_head_alpha_with_softmax_head_and_dalpha():
 def test_dalpha_near_one_with_few_keys(Nk):
     """α close to 1 (a = α - 1 small) divides dα's rounding by a² and the τ root's by a³: with one key (every
     row's p is 1 whatever α, so dα = 0 exactly, as in the reference; run 41's GPU property failure) and three
-    keys (run 43: 3-10x the float32 reference's error on the H200 before dα's covariance form and log2_fine;
-    reproduced under benchmarks/mufu_emulation.py). Fresh draws each run."""
+    keys (run 43: 3-10x the float32 reference's error on the H200 before dα's covariance form, and in some
+    draws under the CPU interpreter too; NOTES session 10). Fresh draws each run."""
     q, k, v = rand_qkv(1, 3, 1, 23, Nk, 16, device=DEV, requires_grad=True)
     alpha = torch.tensor([1.02, 1.05, 1.5], device=DEV, requires_grad=True)
     res = _run(q, k, v, alpha=alpha)
@@ -174,9 +174,8 @@ def test_negative_and_zero_scale_kernels(scale, alpha):
 @pytest.mark.parametrize("causal", [True, False])
 def test_pass1_lower_bound_is_a_bound(alpha, causal):
     """Pass 1's τ lower bound (threshold.top_bound, or top_bound_general for other α than 1.5 and 2, from 16
-    large scores of each row) lies in
-    [m - 1, τ] for every row, and above m - 1 where a row's top scores sit close together; the pipeline
-    that starts from it is exact."""
+    large scores of each row) lies in [m - 1, τ] for every row, and above m - 1 where a row's top scores sit
+    close together; the pipeline that starts from it is exact."""
     from entflash.kernels import api
 
     q, k, v = rand_qkv(2, 2, 1, 45, 83, 16, device=DEV)
