@@ -83,8 +83,8 @@ def profile(inputs, D=64, N=16384, B=2, H=16, reps=5, alpha=1.5):
             for it in range(n_iters):
                 times[it].append(evs[it].elapsed_time(evs[it + 1]))
     med = [sorted(t)[len(t) // 2] for t in times]
-    print(f"{inputs} D={D} N={N} alpha={alpha}: total {sum(med):.3f} ms; launch 0 {med[0]:.3f} ms; causal tiles dropped by "
-          f"pass 1 {shares['dropped']:.3f}, visited by sweep 0 {shares['sweep0']:.3f}, by the output pass "
+    print(f"{inputs} D={D} N={N} alpha={alpha}: total {sum(med):.3f} ms; launch 0 {med[0]:.3f} ms; causal tiles "
+          f"dropped by pass 1 {shares['dropped']:.3f}, visited by sweep 0 {shares['sweep0']:.3f}, by the output pass "
           f"{shares['output']:.3f}", flush=True)
     for it in range(1, n_iters):
         print(f"  launch {it:2d}: {med[it]:.3f} ms, unfinished before: {todo_rows[it - 1]} rows in "
