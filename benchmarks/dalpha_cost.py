@@ -14,11 +14,12 @@ import entflash
 from entflash.bench.inputs import make_inputs
 
 
-def fwdbwd_ms(q, k, v, alpha, causal=True):
+def fwdbwd_ms(q, k, v, alpha, causal=True, alpha_grad=True):
+    """Forward+backward time; a tensor α needs its gradient unless alpha_grad is False."""
     ins = [t.clone().requires_grad_() for t in (q, k, v)]
-    a = alpha.clone().requires_grad_() if isinstance(alpha, torch.Tensor) else alpha
+    a = alpha.clone().requires_grad_(alpha_grad) if isinstance(alpha, torch.Tensor) else alpha
     dout = torch.randn_like(q)
-    grads = ins + ([a] if isinstance(a, torch.Tensor) else [])
+    grads = ins + ([a] if isinstance(a, torch.Tensor) and alpha_grad else [])
 
     def step():
         entflash.entmax_attention(*ins, alpha=a, causal=causal).backward(dout)
@@ -27,17 +28,11 @@ def fwdbwd_ms(q, k, v, alpha, causal=True):
 
 
 def fwd_ms(q, k, v, alpha, causal=True):
-    return do_bench(lambda: entmax_fwd(q, k, v, alpha, causal), rep=100)
+    def step():
+        with torch.no_grad():
+            entflash.entmax_attention(q, k, v, alpha=alpha, causal=causal)
 
-
-def entmax_fwd(q, k, v, alpha, causal):
-    with torch.no_grad():
-        return entflash.entmax_attention(q, k, v, alpha=alpha, causal=causal)
-
-
-def fwdbwd_nograd(q, k, v, alpha):
-    ins = [t.detach().requires_grad_() for t in (q, k, v)]
-    entflash.entmax_attention(*ins, alpha=alpha, causal=True).backward(torch.ones_like(q))
+    return do_bench(step, rep=100)
 
 
 if __name__ == "__main__":
@@ -53,6 +48,6 @@ if __name__ == "__main__":
             # where a per-head α's price goes: the general kind's forward (pow through exp2/log2), the backward
             # without dα (the general kind's p and u), and dα's own sums (the rest)
             f_float, f_head = fwd_ms(q, k, v, 1.5), fwd_ms(q, k, v, head)
-            t_nograd = do_bench(lambda: fwdbwd_nograd(q, k, v, head), rep=100)
+            t_nograd = fwdbwd_ms(q, k, v, head, alpha_grad=False)
             print(f"  {inputs}: forward float {f_float:.3f} ms, per-head {f_head:.3f}; f+b per-head without dalpha "
                   f"{t_nograd:.3f} ms", flush=True)

@@ -1,4 +1,6 @@
-"""Does the approximate MUFU log2 in the general-α power explain dα errors near α = 1? (NOTES session 9)
+"""Does the approximate MUFU log2 in the general-α power explain dα errors near α = 1? (NOTES session 9;
+session 10 found that Triton lowers tl.log2 to libdevice's log2f on sm_90, not lg2.approx, and that the
+errors came from dα's formula: this models a lowering the kernels do not get.)
 
 float64 simulation, no GPU: p = exp2(log2(y)/a) and u = exp2(log2(y)(1/a - 1)) with log2(y) perturbed by up to
 2^-22.6 (lg2.approx.f32 on [0.5, 2)), τ re-solved by bisection with the perturbed power, dα by the dq kernel's
