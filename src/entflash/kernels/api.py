@@ -283,7 +283,7 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_q, do, delta, tau_abs, dq, da_rows,
             o, *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
             ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, **_stages(g, "dq"),
-            **_regcap("dq", None if need_dalpha else g.launch.dq_maxnreg),  # dα's sums spill under the cap
+            **_regcap("dq", config.dq_maxnreg(g.launch, need_dalpha)),
         )
 
     def dkdv_pass():

@@ -74,6 +74,12 @@ def dq_one_sweep(need_dalpha: bool) -> bool:
     δ, Σp and Σu before the second sweep (backward.dq_kernel)."""
     return bool(DQ_ONE_SWEEP) and not need_dalpha
 
+
+def dq_maxnreg(launch, need_dalpha: bool):
+    """The dq kernel's register cap: the launch config's, except for a per-head α's gradient, whose extra sums
+    spill under it (856 bytes at D64 in session 9) and fit uncapped (175 registers, no spill; NOTES session 10)."""
+    return None if need_dalpha else launch.dq_maxnreg
+
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
 
