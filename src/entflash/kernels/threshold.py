@@ -50,11 +50,30 @@ The output and backward passes work relative to m as well (common.row_max).
 import triton
 import triton.language as tl
 
+from . import config
 from .common import (
     max_nan, block_offsets, block_tile_list, fold_max4, fold_min, fold_sum, group_reduce_max, group_reduce_min,
     head_alpha, load_cols, load_rows, map_value, mask_tile, program_ids, query_block, query_block_id, row_offset,
     safe_max, score_tile,
 )
+
+
+# The general kind's τ sweeps take log2 from the hardware's lg2.approx.f32 (MUFU.LG2) on the GPU: Triton lowers
+# tl.log2 to libdevice's log2f, a ~12-FMA polynomial with special-case selects that made a sweep cost 11.4 ms
+# at D64 N16k on random inputs against ~2 for α = 1.5 (run 47, NOTES session 10). The interpreter has no
+# inline assembly, so it keeps tl.log2.
+MUFU_LOG2 = tl.constexpr(not config.interpreting())
+# ... for heads with α >= 1.1 only: lg2.approx's absolute error (2^-22.6 near 1) enters Σ y^s as s times that,
+# and the root τ inherits it; at s = 1/(α-1) <= 10 that is ~1e-6 of Σ y^s, within float32 rounding of a long
+# sum, while near α = 1 (s = 50) it would reach the outputs' tolerance.
+MUFU_LOG2_MAX_INV_A = tl.constexpr(10.0)
+
+
+@triton.jit
+def log2_mufu(y):
+    """lg2.approx.f32 of float32 y (MUFU.LG2: absolute error <= 2^-22.6 on [0.5, 2), relative 2^-22 elsewhere)."""
+    return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [y], dtype=tl.float32, is_pure=True,
+                                     pack=1)
 
 
 @triton.jit
@@ -221,7 +240,14 @@ def tile_sums(y, h0, h1, h2, h3, inv_a, KIND: tl.constexpr, BLOCK_M: tl.constexp
     ins = y > 0
     if KIND == 3:
         yp = tl.where(ins, y, 1.0)
-        t0 = tl.exp2(tl.log2(yp) * inv_a)
+        if MUFU_LOG2:
+            if inv_a <= MUFU_LOG2_MAX_INV_A:  # one branch per tile: α is the head's
+                l2 = log2_mufu(yp)
+            else:
+                l2 = tl.log2(yp)
+        else:
+            l2 = tl.log2(yp)
+        t0 = tl.exp2(l2 * inv_a)
         # one reciprocal for both powers below (two divisions cost two MUFU.RCP per score; NOTES session 10)
         ry = 1.0 / yp
         t1 = t0 * ry
