@@ -46,7 +46,7 @@ def _signature(fn, dt, constexprs):
 
 
 def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False, varlen=False, need_stats=False,
-                 maxnreg=None, first=True, state=False, one_sweep=None, ubar=None, ubar_tn=None, out_tn=None):
+                 maxnreg=None, first=True, state=False, one_sweep=None):
     """fn compiled for sm_90 (no GPU needed) with the launch settings the library would use.
 
     Pointers and integer arguments carry the divisibility-by-16 hint that Triton's launcher gives them at
@@ -62,9 +62,7 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
                 N_LOOP=(0 if first else 1) if state else config.MAX_ITERS_EXACT - 1, KPP=L.dkdv_kpp,
                 QC=L.dkdv_qc or L.BLOCK_M,
                 ONE_SWEEP=config.dq_one_sweep(kind == config.KIND_GENERAL) if one_sweep is None else one_sweep,
-                W=config.sweep_margin(kind), HAS_UBAR=(config.DQ_UBAR and kind != config.KIND_GENERAL) if ubar is None
-                else ubar, NEED_UBAR=bool(ubar),
-                UBAR_TN=(out_tn or config.out_ubar_tn(L)) if fn.fn.__name__ == "output_kernel" else (ubar_tn or config.dq_ubar_tn(L)))
+                W=config.sweep_margin(kind))
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
     sig = _signature(fn, dt, cons)

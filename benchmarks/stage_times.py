@@ -26,16 +26,16 @@ def launch_fields(**fields):
         config.launch_config = base
 
 
-def forward_setup(D, inputs, causal=True, N=16384, B=2, H=16, alpha=1.5, ubar=False):
+def forward_setup(D, inputs, causal=True, N=16384, B=2, H=16, alpha=1.5):
     """(q, k, v, bound _Geom, forward buffers) of the bench's inputs, α (1.5 unless given), the library's default
-    scale; ubar: the output pass also writes ū for the backward (a forward under autograd, config.DQ_UBAR)."""
+    scale."""
     q, k, v = make_inputs(inputs, B, H, N, D, causal)
     g = api._Geom(q, k, v, None, N, N).bind(None, alpha, None, None, None, causal, q.device)
-    return q, k, v, g, api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind), need_ubar=ubar)
+    return q, k, v, g, api.forward_buffers(g, q, v, need_stats=False, split=api.split_tau(g, g.kind))
 
 
-def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None, alpha=1.5, ubar=False):
-    q, k, v, g, bufs = forward_setup(D, inputs, causal, N, B, H, alpha, ubar)
+def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None, alpha=1.5):
+    q, k, v, g, bufs = forward_setup(D, inputs, causal, N, B, H, alpha)
     tmax, taumin = bufs[4], bufs[5]
     f1, f2, f3 = api.forward_stages(q, k, v, g, D ** -0.5, bufs, need_stats=False, max_iters=max_iters)
     f12 = lambda: (f1(), f2())  # noqa: E731  (the τ pass rewrites the map: it must follow pass 1)
@@ -48,18 +48,14 @@ def stages(D, inputs, causal=True, N=16384, B=2, H=16, max_iters=None, alpha=1.5
     return [round(t1, 3), round(t12 - t1, 3), round(t123 - t12, 3)], round(cand, 4)
 
 
-def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16, alpha=1.5, ubar=None):
-    """(dq ms, dk/dv ms) after one forward; ubar (default config.DQ_UBAR): dq in its ū form (the repeated dq
-    launches read their own earlier dq as ū after the first: same work, meaningless values)."""
-    ubar = config.DQ_UBAR if ubar is None else ubar
-    q, k, v, g, fb = forward_setup(D, inputs, causal, N, B, H, alpha, ubar)
+def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16, alpha=1.5):
+    q, k, v, g, fb = forward_setup(D, inputs, causal, N, B, H, alpha)
     for f in api.forward_stages(q, k, v, g, D ** -0.5, fb, need_stats=False):
         f()
     m, tau, tmax, taumin = fb[1], fb[2], fb[4], fb[5]
     do = torch.randn_like(q)
-    bb = api.backward_buffers(g, q, k, v, need_dalpha=False, dq=fb[10] if ubar else None)
-    b1, b2 = api.backward_stages(do, q, k, v, tau, m, tmax, taumin, g, D ** -0.5, bb, need_dalpha=False, out=fb[0],
-                                 has_ubar=ubar)
+    bb = api.backward_buffers(g, q, k, v, need_dalpha=False)
+    b1, b2 = api.backward_stages(do, q, k, v, tau, m, tmax, taumin, g, D ** -0.5, bb, need_dalpha=False, out=fb[0])
     b12 = lambda: (b1(), b2())  # noqa: E731  (dk/dv reads the δ that dq writes)
     b12()
     t1, t12 = (do_bench(f, warmup=10, rep=40, return_mode="median") for f in (b1, b12))
@@ -89,26 +85,6 @@ if __name__ == "__main__":
             t_dq, t_dkdv = bwd_stages(64, inputs, N=N, B=B)
             print(f"D=64 N={N} B={B} {inputs}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, dq {t_dq} ms, "
                   f"dkdv {t_dkdv} ms, output-tile fraction {cand}", flush=True)
-        sys.exit(0)
-    # `stage_times.py ubar`: the output pass without and with ū, dq in its δ̂ form against its ū form (whole
-    # 64-key tiles and 32-key halves, at the ū form's default cap and at 128), dk/dv; random and clustered
-    if sys.argv[1:2] == ["ubar"]:
-        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
-                                (128, 16384, 2, "random"), (128, 4096, 8, "random")]:
-            t0, _ = stages(D, inputs, N=N, B=B)
-            outs = []
-            for tn, cap in ((64, "default"), (32, "default"), (64, 128), (32, 128)):
-                fields = dict(out_ubar_tn=tn) if cap == "default" else dict(out_ubar_tn=tn, out_ubar_maxnreg=cap)
-                with launch_fields(**fields):
-                    outs.append(f"tn={tn} cap={cap} {stages(D, inputs, N=N, B=B, ubar=True)[0][2]}")
-            old = bwd_stages(D, inputs, N=N, B=B, ubar=False)
-            print(f"D={D} N={N} B={B} {inputs}: pass1 {t0[0]} tau {t0[1]} out {t0[2]} ms; with u-bar: "
-                  + ", ".join(outs) + f"; delta-hat dq {old[0]} ms, dkdv {old[1]} ms", flush=True)
-            for tn, cap in ((64, "default"), (32, "default"), (64, 128), (32, 128)):
-                fields = dict(dq_ubar_tn=tn) if cap == "default" else dict(dq_ubar_tn=tn, dq_ubar_maxnreg=cap)
-                with launch_fields(**fields):
-                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B, ubar=True)
-                print(f"    u-bar dq tn={tn} cap={cap}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:

@@ -132,11 +132,10 @@ def split_tau(geo, kind) -> bool:
     return geo.B * geo.H * geo.n_qblk * geo.n_kblk >= config.SPLIT_MIN_TILES
 
 
-def forward_buffers(geo, q, v, need_stats, split=False, need_ubar=False):
-    """(out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count, ubar) of one forward call; state: the
-    split τ pass's per-row iteration state (4 planes), rows / rows_count: its gathered unfinished rows
-    (config.TAU_GATHER_FROM); ubar: ū = Σ u v / Σ u for the backward (output_kernel NEED_UBAR), shaped and typed
-    like q because the backward's dq is later written into it; dummies otherwise."""
+def forward_buffers(geo, q, v, need_stats, split=False):
+    """(out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count) of one forward call; state: the split τ
+    pass's per-row iteration state (4 planes), rows / rows_count: its gathered unfinished rows
+    (config.TAU_GATHER_FROM); dummies otherwise."""
     dev = q.device
     out = _new(q.shape[:-1] + (v.shape[-1],), q.dtype, dev)
     m = _new(geo.stat_shape(), torch.float32, dev)
@@ -152,8 +151,7 @@ def forward_buffers(geo, q, v, need_stats, split=False, need_ubar=False):
     gather = split and config.TAU_GATHER_FROM is not None
     rows = _new((geo.B * geo.H, geo.Nq), torch.int32, dev) if gather else _dummy(dev)
     rows_count = _new((geo.B * geo.H,), torch.int32, dev) if gather else _dummy(dev)
-    ubar = _new(q.shape, q.dtype, dev) if need_ubar else _dummy(dev)
-    return out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count, ubar
+    return out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count
 
 
 def _stages(g, kernel):
@@ -175,8 +173,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     lists the unfinished rows, sweeps them gathered in one launch and writes τ from the state in a last one;
     with TAU_GATHER_FROM None, min(max_iters, SPLIT_SWEEPS) one-sweep launches and, if sweeps remain, one
     looping launch)."""
-    out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count, ubar = bufs
-    need_ubar = ubar.shape == q.shape
+    out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count = bufs
     sq, sk, sv, so = g.strides(q), g.strides(k), g.strides(v), g.strides(out)
     common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
     grid = g.grid_q()
@@ -235,35 +232,32 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
 
     def output_pass():
         output_kernel[grid](
-            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists, out, supp, ubar,
-            *sq, *sk, *sv, *so, *(g.strides(ubar) if need_ubar else (0, 0, 0)), g.skpm, g.smb, g.smh, g.H, g.G,
-            g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK,
-            NEED_UBAR=need_ubar, UBAR_TN=config.out_ubar_tn(g.launch), **g.meta,
-            **_regcap("output", g.launch.out_ubar_maxnreg if need_ubar else g.launch.output_maxnreg),
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists, out, supp,
+            *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk,
+            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta,
+            **_regcap("output", g.launch.output_maxnreg),
         )
     return pass1, tau_pass, output_pass
 
 
-def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats, need_ubar):
+def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     split = split_tau(geo, alpha_kind(alpha_t, alpha_f))
-    bufs = forward_buffers(geo, q, v, need_stats, split, need_ubar)
+    bufs = forward_buffers(geo, q, v, need_stats, split)
     out, m, tau, supp, tmax, taumin = bufs[:6]
-    ubar = bufs[10]
     if out.numel() == 0 or geo.B * geo.H == 0:
-        return out, tau, m, supp, tmax, taumin, ubar.zero_()
+        return out, tau, m, supp, tmax, taumin
     g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, q.device)
     for launch in forward_stages(q, k, v, g, scale, bufs, need_stats):
         launch()
-    return out, tau, m, supp, tmax, taumin, ubar
+    return out, tau, m, supp, tmax, taumin
 
 
-def backward_buffers(geo, q, k, v, need_dalpha, dq=None):
+def backward_buffers(geo, q, k, v, need_dalpha):
     """(dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs) of one backward call; tau_abs: τ in score units,
-    written by the dq kernel for the dk/dv kernel (backward.py). dq: the forward's ū buffer when it has one (the
-    dq kernel reads ū from it, then writes dq over it), else a new buffer."""
+    written by the dq kernel for the dk/dv kernel (backward.py)."""
     dev = q.device
-    dq = _new(q.shape, q.dtype, dev) if dq is None else dq
+    dq = _new(q.shape, q.dtype, dev)
     dk = _new(k.shape, k.dtype, dev)
     dv = _new(v.shape, v.dtype, dev)
     delta = _new(geo.stat_shape(), torch.float32, dev)
@@ -274,26 +268,22 @@ def backward_buffers(geo, q, k, v, need_dalpha, dq=None):
     return dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs
 
 
-def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalpha, out, has_ubar=False):
+def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalpha, out):
     """The backward's two launches as callables, in order (dq with δ, then dk/dv, which reads δ): _bwd_impl
     runs them, benchmarks/stage_times.py times them. g: a bound _Geom; bufs: backward_buffers(); tau, m: the
-    forward's τ - m and row maxima m; out: the forward's output (read by dq only in its δ̂ form,
-    config.DQ_ONE_SWEEP without ū); has_ubar: bufs' dq holds the forward's ū (dq reads it, then overwrites it:
-    run dq_pass once per ū)."""
+    forward's τ - m and row maxima m; out: the forward's output (read by dq only with config.DQ_ONE_SWEEP)."""
     dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs = bufs
     sq, sk, sv, sd = g.strides(q), g.strides(k), g.strides(v), g.strides(do)
-    assert not (has_ubar and need_dalpha), "a per-head α's gradient takes the two-sweep dq (no ū)"
-    one = config.dq_one_sweep(need_dalpha) and not has_ubar
+    one = config.dq_one_sweep(need_dalpha)
     o = out if out.stride(-1) == 1 else out.contiguous()
     tail = (g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
 
     def dq_pass():
         dq_kernel[g.grid_q()](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_q, do, delta, tau_abs, dq, da_rows,
-            o, dq, *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
-            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, HAS_UBAR=has_ubar,
-            UBAR_TN=config.dq_ubar_tn(g.launch), **_stages(g, "dq"),
-            **_regcap("dq", config.dq_maxnreg(g.launch, need_dalpha, has_ubar)),
+            o, *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
+            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, **_stages(g, "dq"),
+            **_regcap("dq", config.dq_maxnreg(g.launch, need_dalpha)),
         )
 
     def dkdv_pass():
@@ -307,31 +297,23 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
 
 
 def _bwd_impl(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
-              need_dalpha, dq_buf, has_ubar, recompute_ubar=False):
-    """dq goes into dq_buf (which holds the forward's ū when has_ubar; with recompute_ubar the output pass writes
-    it there first, into a scratch output); returns (dk, dv, dα)."""
+              need_dalpha):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     dev = q.device
-    bufs = backward_buffers(geo, q, k, v, need_dalpha, dq=dq_buf)
+    bufs = backward_buffers(geo, q, k, v, need_dalpha)
     dq, dk, dv, _, da_rows = bufs[:5]
     dalpha = torch.zeros(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32, device=dev)
     if q.numel() == 0 or k.numel() == 0 or geo.B * geo.H == 0:
-        dq.zero_()
-        return dk.zero_(), dv.zero_(), dalpha
+        return dq.zero_(), dk.zero_(), dv.zero_(), dalpha
     g = geo.bind(alpha_t, alpha_f, kpm, cu_q, cu_k, causal, dev)
-    if recompute_ubar:
-        lists = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
-        d = _dummy(dev)
-        fb = (torch.empty_like(out), m, tau, d, tmax, taumin, lists, d, d, d, dq)
-        forward_stages(q, k, v, g, scale, fb, need_stats=False)[2]()  # the output pass alone
     do = do if do.stride(-1) == 1 else do.contiguous()
-    for launch in backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalpha, out, has_ubar):
+    for launch in backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalpha, out):
         launch()
     if need_dalpha:
         per_head = da_rows.sum(dim=1) if geo.varlen else da_rows.sum(dim=(0, 2))
         dalpha = per_head.sum() if alpha_t.dim() == 0 else per_head
         dalpha = dalpha.reshape(alpha_t.shape).to(torch.float32)
-    return dk, dv, dalpha
+    return dq, dk, dv, dalpha
 
 
 # ----------------------------------------------------------------------------
@@ -343,16 +325,14 @@ def _bwd_impl(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, 
 def attn_fwd(
     q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor],
     cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float, causal: bool, scale: float, need_stats: bool,
-    need_ubar: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(out, τ - m, m, support, tile map, τ_min, ū): τ relative to the row maxima m (threshold.py), both kept for
-    the backward; triton_entmax_attention reports τ itself. ū (need_ubar: a backward will follow) is shaped like
-    q; without it a one-element placeholder."""
-    return _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats, need_ubar)
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(out, τ - m, m, support, tile map, τ_min): τ relative to the row maxima m (threshold.py), both kept for
+    the backward; triton_entmax_attention reports τ itself."""
+    return _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats)
 
 
 @attn_fwd.register_fake
-def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats, need_ubar):
+def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats):
     geo = _Geom(q, k, v, cu_q, max_q, max_k)
     out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
     tau = q.new_empty(geo.stat_shape(), dtype=torch.float32)
@@ -361,56 +341,41 @@ def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, cau
     map_shape, taumin_shape = geo.map_shapes()
     tmax = q.new_empty(map_shape, dtype=torch.bfloat16)
     taumin = q.new_empty(taumin_shape, dtype=torch.float32)
-    ubar = q.new_empty(q.shape) if need_ubar else q.new_empty((1,), dtype=torch.int32)
-    return out, tau, m, supp, tmax, taumin, ubar
+    return out, tau, m, supp, tmax, taumin
 
 
-@torch.library.custom_op("entflash::attn_bwd", mutates_args=("dq",))
+@torch.library.custom_op("entflash::attn_bwd", mutates_args=())
 def attn_bwd(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, tau: Tensor, m: Tensor, tmax: Tensor, taumin: Tensor,
     alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], max_q: int,
-    max_k: int, alpha_f: float, causal: bool, scale: float, need_dalpha: bool, dq: Tensor, use_ubar: bool,
-    recompute_ubar: bool,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """(dk, dv, dα); dq is written into `dq`. use_ubar: dq in its ū form, with ū already in `dq` (the forward's
-    buffer) or, with recompute_ubar, first written there by the output pass."""
+    max_k: int, alpha_f: float, causal: bool, scale: float, need_dalpha: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     return _bwd_impl(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
-                     scale, need_dalpha, dq, use_ubar, recompute_ubar)
+                     scale, need_dalpha)
 
 
 @attn_bwd.register_fake
 def _attn_bwd_fake(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
-                   scale, need_dalpha, dq, use_ubar, recompute_ubar):
+                   scale, need_dalpha):
     dalpha = q.new_empty(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32)
-    return torch.empty_like(k), torch.empty_like(v), dalpha
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dalpha
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats, need_ubar = inputs
-    out, tau, m, supp, tmax, taumin, ubar = output
+    q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats = inputs
+    out, tau, m, supp, tmax, taumin = output
     ctx.save_for_backward(q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
     ctx.args = (max_q, max_k, alpha_f, causal, scale)
-    # ū is lent to the first backward as its dq buffer (overwritten there): kept outside save_for_backward, whose
-    # version check would then refuse a second backward (retain_graph=True), which recomputes ū instead
-    ctx.ubar = ubar.detach() if need_ubar else None
 
 
-def _backward(ctx, dout, _dtau, _dm, _dsupp, _dtmax, _dtaumin, _dubar):
+def _backward(ctx, dout, _dtau, _dm, _dsupp, _dtmax, _dtaumin):
     q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
     max_q, max_k, alpha_f, causal, scale = ctx.args
     need_dalpha = bool(alpha_t is not None and ctx.needs_input_grad[3])
-    # dq in its ū form (config.DQ_UBAR) unless a per-head α's gradient is needed. The forward's ū buffer becomes
-    # dq (no second (B, H, N, D) buffer at the backward's peak: the fwd+bwd memory bound of the kernels issue);
-    # a later backward of the same graph (retain_graph=True) has the output pass write ū again into a new
-    # buffer, the same bits, so every backward gives identical gradients.
-    use_ubar = config.DQ_UBAR and not need_dalpha
-    lent = ctx.ubar if use_ubar else None
-    ctx.ubar = None
-    dq = lent if lent is not None else torch.empty_like(q)
-    dk, dv, dalpha = attn_bwd(dout, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k,
-                              alpha_f, causal, scale, need_dalpha, dq, use_ubar, use_ubar and lent is None)
+    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k,
+                                  alpha_f, causal, scale, need_dalpha)
     da = dalpha.to(alpha_t.dtype) if need_dalpha else None
-    return dq, dk, dv, da, None, None, None, None, None, None, None, None, None, None
+    return dq, dk, dv, da, None, None, None, None, None, None, None, None, None
 
 
 attn_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -437,17 +402,6 @@ def _check_supported(q, k, v):
         raise ValueError(f"backend='triton' supports head dims up to 256, got {q.shape[-1]}")
 
 
-def _need_ubar(q, k, v, alpha_t) -> bool:
-    """Whether the forward writes ū for the backward (config.DQ_UBAR): when autograd will record the call and
-    differentiate q, k or v, except with a learnable per-head α (its dα sweeps need δ, Σp and Σu from the dq
-    kernel's own first sweep: backward.dq_kernel ALPHA_GRAD). A forward without grad pays nothing."""
-    if not config.DQ_UBAR or not torch.is_grad_enabled():
-        return False
-    if alpha_t is not None and alpha_t.requires_grad:
-        return False
-    return q.requires_grad or k.requires_grad or v.requires_grad
-
-
 def _prep(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
@@ -460,9 +414,8 @@ def triton_entmax_attention(q, k, v, *, alpha, causal, scale, key_padding_mask, 
     alpha_f = 0.0 if alpha_t is not None else float(alpha)
     kpm = key_padding_mask.contiguous() if key_padding_mask is not None else None
     q, k, v = _prep(q), _prep(k), _prep(v)
-    out, tau, m, supp, _tmax, _taumin, _ubar = attn_fwd(
-        q, k, v, alpha_t, kpm, None, None, q.shape[2], k.shape[2], alpha_f, causal, scale, return_stats,
-        _need_ubar(q, k, v, alpha_t),
+    out, tau, m, supp, _tmax, _taumin = attn_fwd(
+        q, k, v, alpha_t, kpm, None, None, q.shape[2], k.shape[2], alpha_f, causal, scale, return_stats
     )
     if not return_stats:
         return out
@@ -475,7 +428,7 @@ def triton_entmax_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, alpha, 
     alpha_f = 0.0 if alpha_t is not None else float(alpha)
     q, k, v = _prep(q), _prep(k), _prep(v)
     out = attn_fwd(q, k, v, alpha_t, None, cu_q.contiguous(), cu_k.contiguous(), int(max_q), int(max_k), alpha_f,
-                   causal, scale, False, _need_ubar(q, k, v, alpha_t))[0]
+                   causal, scale, False)[0]
     return out
 
 

@@ -60,13 +60,12 @@ def dq_tile(q, do, k_base, v_base, start_m, start_n, offs_m, offs_d, Lq, Lk, skn
 
 @triton.jit
 def dq_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, TABS, DQ, DALPHA, O, UBAR,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, TABS, DQ, DALPHA, O,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, sob, soh, son, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr, ONE_SWEEP: tl.constexpr,
-    HAS_UBAR: tl.constexpr, UBAR_TN: tl.constexpr,
 ):
     """dq (and δ, dα) of one query block. Two sweeps (δ first, then dq = scale Σ u (g - δ) k), or with ONE_SWEEP
     one: A = Σ u (g - δ̂) k and B = Σ u k with δ̂ = dO·o (the forward's output o: a weighted mean of the same g,
@@ -88,123 +87,104 @@ def dq_kernel(
         do = load_rows(DO + row_offset(b, h, qs, sdb, sdh, sdn), offs_m, offs_d, Lq, sdn, D)
         tau, m, tlist, count = visited_tiles(TAU, M, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m,
                                              n_qblk, n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
-        if HAS_UBAR:
-            # δ = Σ u g / Σ u = dO·ū from the forward's ū (output_kernel NEED_UBAR), known before the sweep: one
-            # sweep of three MMAs per tile (q·kᵀ, dO·vᵀ, dz·k) and no per-score sums. UBAR may be DQ itself (the
-            # api lends the forward's ū buffer to dq): this program reads its rows here and writes them at the end.
-            tl.static_assert(not ALPHA_GRAD)
-            ub = load_rows(UBAR + row_offset(b, h, qs, sgb, sgh, sgn), offs_m, offs_d, Lq, sgn, D)
-            delta = tl.sum(do.to(tl.float32) * ub.to(tl.float32), 1)
+        if ONE_SWEEP:
+            o = load_rows(O + row_offset(b, h, qs, sob, soh, son), offs_m, offs_d, Lq, son, D)
+            dhat = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+            acc_a = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            acc_b = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        # sweep 1: δ = Σ u g / Σ u (and the sums for dα)
+        su = tl.zeros([BLOCK_M], tl.float32)
+        sug = tl.zeros([BLOCK_M], tl.float32)
+        # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
+        FOLD: tl.constexpr = BLOCK_D <= 64
+        # ONE_SWEEP visits each 64-key tile as two 32-key halves: half the score-sized live tiles (registers)
+        # (and so do both sweeps of a per-head α's gradient, whose extra per-score terms spilled on full tiles)
+        TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP or ALPHA_GRAD else BLOCK_N
+        su_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
+        sug_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
+        if ALPHA_GRAD:
+            # dα needs δ, Σp and Σu before its own sums (sweep 2): the host turns ONE_SWEEP off for it; a
+            # per-head α is always the general kind (api.alpha_kind)
+            tl.static_assert(not ONE_SWEEP)
+            tl.static_assert(KIND == 3)
+            sp = tl.zeros([BLOCK_M], tl.float32)
+            dg = tl.zeros([BLOCK_M], tl.float32)
+            h2 = tl.zeros([BLOCK_M], tl.float32)
+            g2 = tl.zeros([BLOCK_M], tl.float32)
+        for i in range(0, count):
+            start_t = tl.load(tlist + i) * BLOCK_N
+            for hh in tl.static_range(BLOCK_N // TN):
+                kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN, offs_m, offs_d, Lq,
+                                             Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D, BLOCK_M, TN,
+                                             KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
+                if FOLD:
+                    su_h += fold_sum(u, BLOCK_M, TN)
+                    sug_h += fold_sum(u * g, BLOCK_M, TN)
+                else:
+                    su += tl.sum(u, 1)
+                    sug += tl.sum(u * g, 1)
+                if ALPHA_GRAD:
+                    pl = p * lp
+                    pll = pl * lp
+                    sp += tl.sum(p, 1)
+                    dg += tl.sum(p * g, 1)
+                    h2 += tl.sum(pll, 1)
+                    g2 += tl.sum(g * pll, 1)
+                if ONE_SWEEP:
+                    acc_a += tl.dot((u * (g - dhat[:, None])).to(kT.dtype), tl.trans(kT), input_precision=PREC)
+                    acc_b += tl.dot(u.to(kT.dtype), tl.trans(kT), input_precision=PREC)
+        if FOLD:
+            su = tl.sum(su_h, 1)
+            sug = tl.sum(sug_h, 1)
+        delta = tl.where(su > 0, sug / tl.where(su > 0, su, 1.0), 0.0)
+        tl.store(DELTA + stat_off + offs_m, delta, mask=rmask)
+        # τ in score units for the dk/dv kernel (see there): one rounding of τ - m plus m
+        tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
+        if ALPHA_GRAD:
+            # dα per row (entmax.entmax_grad_alpha), a = α - 1, p̂ = p / Σp, ũ = u / Σu, δ = Σ ũ g:
+            #   dα = Σ (p̂ - ũ) g / a² - Σ p̂ ln p̂ (g - δ) / a.
+            # p̂ and ũ are close when a is small (p̂ - ũ is O(a)), so Σ (p̂ - ũ) g from separately rounded p̂
+            # and ũ loses their ~1e-7 relative rounding times |g|, amplified by 1/a² (α = 1.02, two to five
+            # keys: 3-10x the float32 reference's error on the H200 and under the CPU interpreter, run 43).
+            # Since p = u y (y = x - τ), p̂ - ũ = ũ (y - ȳ) / ȳ with ȳ = Σp / Σu, and Σ ũ (y - ȳ) = Σ ũ (g - δ)
+            # = 0, so Σ (p̂ - ũ) g = Σ u (y - ȳ) (g - δ) / Σp: both factors are differences of directly computed
+            # values, and the errors of ȳ and δ multiply sums that vanish. Likewise
+            # Σ p̂ ln p̂ (g - δ) = (Σ p ln p (g - δ) - ln Σp · Σ p (g - δ)) / Σp. Neither Σp = 1 nor δ from the
+            # same sweep is assumed (p sums to 1 only within the τ root's rounding, amplified by 1/a³ in
+            # Σ p g - δ: the form before session 9). A row with one key in its support has p = 1 whatever α:
+            # dα = 0, set exactly (nsup) rather than left to rounding. p, u and ln p come from log2_fine in both
+            # sweeps: an absolute error of log2 near y = 1 would reach dα through ln p / a and p's own relative
+            # error (1/a times it) at 1/a² (under benchmarks/mufu_emulation.py's lg2.approx model: 1e-3 at
+            # α = 1.02). On sm_90 tl.log2 turned out to be libdevice's log2f, not lg2.approx (NOTES session
+            # 10): log2_fine may be unnecessary there; kept until a GPU run shows it.
+            sp = tl.where(sp > 0, sp, 1.0)
+            ybar = sp / tl.where(su > 0, su, 1.0)
+            lim = 0.5 * (dg * h2 - g2)  # the softmax rows' limit, formed here so that its sums die before sweep 2
+            e1 = tl.zeros([BLOCK_M], tl.float32)
+            e2 = tl.zeros([BLOCK_M], tl.float32)
+            e3 = tl.zeros([BLOCK_M], tl.float32)
+            nsup = tl.zeros([BLOCK_M], tl.float32)
+        # sweep 2: dq = scale Σ u (g - δ) k
+        if ONE_SWEEP:
+            dq = acc_a - (delta - dhat)[:, None] * acc_b
+        else:
             dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            TN2: tl.constexpr = TN if ALPHA_GRAD else BLOCK_N
             for i in range(0, count):
                 start_t = tl.load(tlist + i) * BLOCK_N
-                for hh in tl.static_range(BLOCK_N // UBAR_TN):
-                    kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * UBAR_TN, offs_m,
-                                                 offs_d, Lq, Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft,
-                                                 D, BLOCK_M, UBAR_TN, KIND, CAUSAL, HAS_KPM, PREC, False)
+                for hh in tl.static_range(BLOCK_N // TN2):
+                    kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN2, offs_m, offs_d,
+                                                 Lq, Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D,
+                                                 BLOCK_M, TN2, KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
                     dz = u * (g - delta[:, None])
                     dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
-            tl.store(DELTA + stat_off + offs_m, delta, mask=rmask)
-            tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
-        else:
-            if ONE_SWEEP:
-                o = load_rows(O + row_offset(b, h, qs, sob, soh, son), offs_m, offs_d, Lq, son, D)
-                dhat = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-                acc_a = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-                acc_b = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-            # sweep 1: δ = Σ u g / Σ u (and the sums for dα)
-            su = tl.zeros([BLOCK_M], tl.float32)
-            sug = tl.zeros([BLOCK_M], tl.float32)
-            # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
-            FOLD: tl.constexpr = BLOCK_D <= 64
-            # ONE_SWEEP visits each 64-key tile as two 32-key halves: half the score-sized live tiles (registers)
-            # (and so do both sweeps of a per-head α's gradient, whose extra per-score terms spilled on full tiles)
-            TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP or ALPHA_GRAD else BLOCK_N
-            su_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
-            sug_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
-            if ALPHA_GRAD:
-                # dα needs δ, Σp and Σu before its own sums (sweep 2): the host turns ONE_SWEEP off for it; a
-                # per-head α is always the general kind (api.alpha_kind)
-                tl.static_assert(not ONE_SWEEP)
-                tl.static_assert(KIND == 3)
-                sp = tl.zeros([BLOCK_M], tl.float32)
-                dg = tl.zeros([BLOCK_M], tl.float32)
-                h2 = tl.zeros([BLOCK_M], tl.float32)
-                g2 = tl.zeros([BLOCK_M], tl.float32)
-            for i in range(0, count):
-                start_t = tl.load(tlist + i) * BLOCK_N
-                for hh in tl.static_range(BLOCK_N // TN):
-                    kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN, offs_m, offs_d, Lq,
-                                                 Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D, BLOCK_M, TN,
-                                                 KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
-                    if FOLD:
-                        su_h += fold_sum(u, BLOCK_M, TN)
-                        sug_h += fold_sum(u * g, BLOCK_M, TN)
-                    else:
-                        su += tl.sum(u, 1)
-                        sug += tl.sum(u * g, 1)
                     if ALPHA_GRAD:
-                        pl = p * lp
-                        pll = pl * lp
-                        sp += tl.sum(p, 1)
-                        dg += tl.sum(p * g, 1)
-                        h2 += tl.sum(pll, 1)
-                        g2 += tl.sum(g * pll, 1)
-                    if ONE_SWEEP:
-                        acc_a += tl.dot((u * (g - dhat[:, None])).to(kT.dtype), tl.trans(kT), input_precision=PREC)
-                        acc_b += tl.dot(u.to(kT.dtype), tl.trans(kT), input_precision=PREC)
-            if FOLD:
-                su = tl.sum(su_h, 1)
-                sug = tl.sum(sug_h, 1)
-            delta = tl.where(su > 0, sug / tl.where(su > 0, su, 1.0), 0.0)
-            tl.store(DELTA + stat_off + offs_m, delta, mask=rmask)
-            # τ in score units for the dk/dv kernel (see there): one rounding of τ - m plus m
-            tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
-            if ALPHA_GRAD:
-                # dα per row (entmax.entmax_grad_alpha), a = α - 1, p̂ = p / Σp, ũ = u / Σu, δ = Σ ũ g:
-                #   dα = Σ (p̂ - ũ) g / a² - Σ p̂ ln p̂ (g - δ) / a.
-                # p̂ and ũ are close when a is small (p̂ - ũ is O(a)), so Σ (p̂ - ũ) g from separately rounded p̂
-                # and ũ loses their ~1e-7 relative rounding times |g|, amplified by 1/a² (α = 1.02, two to five
-                # keys: 3-10x the float32 reference's error on the H200 and under the CPU interpreter, run 43).
-                # Since p = u y (y = x - τ), p̂ - ũ = ũ (y - ȳ) / ȳ with ȳ = Σp / Σu, and Σ ũ (y - ȳ) = Σ ũ (g - δ)
-                # = 0, so Σ (p̂ - ũ) g = Σ u (y - ȳ) (g - δ) / Σp: both factors are differences of directly computed
-                # values, and the errors of ȳ and δ multiply sums that vanish. Likewise
-                # Σ p̂ ln p̂ (g - δ) = (Σ p ln p (g - δ) - ln Σp · Σ p (g - δ)) / Σp. Neither Σp = 1 nor δ from the
-                # same sweep is assumed (p sums to 1 only within the τ root's rounding, amplified by 1/a³ in
-                # Σ p g - δ: the form before session 9). A row with one key in its support has p = 1 whatever α:
-                # dα = 0, set exactly (nsup) rather than left to rounding. p, u and ln p come from log2_fine in both
-                # sweeps: an absolute error of log2 near y = 1 would reach dα through ln p / a and p's own relative
-                # error (1/a times it) at 1/a² (under benchmarks/mufu_emulation.py's lg2.approx model: 1e-3 at
-                # α = 1.02). On sm_90 tl.log2 turned out to be libdevice's log2f, not lg2.approx (NOTES session
-                # 10): log2_fine may be unnecessary there; kept until a GPU run shows it.
-                sp = tl.where(sp > 0, sp, 1.0)
-                ybar = sp / tl.where(su > 0, su, 1.0)
-                lim = 0.5 * (dg * h2 - g2)  # the softmax rows' limit, formed here so that its sums die before sweep 2
-                e1 = tl.zeros([BLOCK_M], tl.float32)
-                e2 = tl.zeros([BLOCK_M], tl.float32)
-                e3 = tl.zeros([BLOCK_M], tl.float32)
-                nsup = tl.zeros([BLOCK_M], tl.float32)
-            # sweep 2: dq = scale Σ u (g - δ) k
-            if ONE_SWEEP:
-                dq = acc_a - (delta - dhat)[:, None] * acc_b
-            else:
-                dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-                TN2: tl.constexpr = TN if ALPHA_GRAD else BLOCK_N
-                for i in range(0, count):
-                    start_t = tl.load(tlist + i) * BLOCK_N
-                    for hh in tl.static_range(BLOCK_N // TN2):
-                        kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN2, offs_m, offs_d,
-                                                     Lq, Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D,
-                                                     BLOCK_M, TN2, KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
-                        dz = u * (g - delta[:, None])
-                        dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
-                        if ALPHA_GRAD:
-                            gd = g - delta[:, None]
-                            pg = p * gd
-                            e1 += tl.sum(tl.where(u > 0, u * (y - ybar[:, None]), 0.0) * gd, 1)
-                            e2 += tl.sum(pg * lp, 1)
-                            e3 += tl.sum(pg, 1)
-                            nsup += tl.sum(tl.where(p > 0, 1.0, 0.0), 1)
+                        gd = g - delta[:, None]
+                        pg = p * gd
+                        e1 += tl.sum(tl.where(u > 0, u * (y - ybar[:, None]), 0.0) * gd, 1)
+                        e2 += tl.sum(pg * lp, 1)
+                        e3 += tl.sum(pg, 1)
+                        nsup += tl.sum(tl.where(p > 0, 1.0, 0.0), 1)
         if ALPHA_GRAD:
             a = 1.0 / inv_a
             gen = (e1 / (a * a) - (e2 - tl.log(sp) * e3) / a) / sp

@@ -75,31 +75,10 @@ def dq_one_sweep(need_dalpha: bool) -> bool:
     return bool(DQ_ONE_SWEEP) and not need_dalpha
 
 
-def dq_maxnreg(launch, need_dalpha: bool, has_ubar: bool = False):
+def dq_maxnreg(launch, need_dalpha: bool):
     """The dq kernel's register cap: the launch config's, except for a per-head α's gradient, whose extra sums
-    spill under it (856 bytes at D64 in session 9) and fit uncapped (175 registers, no spill; NOTES session 10),
-    and for the ū form (DQ_UBAR), which has no second accumulator to spill."""
-    if need_dalpha:
-        return None
-    return launch.dq_ubar_maxnreg if has_ubar else launch.dq_maxnreg
-
-
-# δ before the backward: the forward's output pass also writes ū = Σ u v / Σ u (one more MMA per visited tile,
-# only when autograd will differentiate the call) and the dq kernel takes δ = dO·ū, then sweeps once with three
-# MMAs per tile and no per-score sums (backward.dq_kernel HAS_UBAR), as AdaSplash-2 does. ū is stored in q's dtype
-# in a buffer that the backward then lends to dq (no extra (B, H, N, D) buffer at the backward's peak). Run 49
-# (D64 N4k random): the δ̂ form's dq kernel executes 1.5x AdaSplash-2's instructions at the same issue rate.
-DQ_UBAR = True
-
-
-def dq_ubar_tn(launch) -> int:
-    """Keys per step of the ū form's dq sweep (a divisor of BLOCK_N): launch.dq_ubar_tn or the whole tile."""
-    return launch.dq_ubar_tn or launch.BLOCK_N
-
-
-def out_ubar_tn(launch) -> int:
-    """Keys per step of the output pass when it writes ū: launch.out_ubar_tn or the whole tile."""
-    return launch.out_ubar_tn or launch.BLOCK_N
+    spill under it (856 bytes at D64 in session 9) and fit uncapped (175 registers, no spill; NOTES session 10)."""
+    return None if need_dalpha else launch.dq_maxnreg
 
 MAX_ITERS_EXACT = 16  # τ passes for α = 1.5 / 2 (Newton + verified closed form; usually 3-6)
 MAX_ITERS_GENERAL = 24  # τ passes for general α (safeguarded Halley; usually 3-6)
@@ -144,13 +123,6 @@ class Launch:
     # dk/dv programs: key tiles per program and query rows per chunk (backward.dkdv_kernel)
     dkdv_kpp: int = 1
     dkdv_qc: int = 0  # 0: BLOCK_M
-    # the ū form of the dq kernel (DQ_UBAR): keys per sweep step (0: BLOCK_N) and register cap
-    dq_ubar_tn: int = 0
-    dq_ubar_maxnreg: Optional[int] = None
-    # keys per step of the output pass when it also writes ū (0: BLOCK_N) and its register cap then (the
-    # output_maxnreg of a forward without ū would spill its second accumulator)
-    out_ubar_tn: int = 0
-    out_ubar_maxnreg: Optional[int] = None
 
     def pipeline_stages(self, kernel: str) -> int:
         """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep
@@ -165,8 +137,7 @@ class Launch:
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     if interpreting():
-        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, dkdv_kpp=2, dkdv_qc=8,
-                      dq_ubar_tn=8, out_ubar_tn=8)
+        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, dkdv_kpp=2, dkdv_qc=8)
     if dtype == torch.float32 or head_dim > 128:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
@@ -182,10 +153,7 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
                   # per program of the new kernel: 1.55 at 64-row chunks, 1.68 at 128), D128 random 11.4.
                   # With the flat, prefetched chunk loop (run 31) 64-row chunks at D <= 64: random 7.26 -> 5.78,
                   # clustered 0.83 -> 0.68 (248 registers, no spills); D128 keeps 32 (64 spills 176 bytes)
-                  dkdv_kpp=2, dkdv_qc=64 if head_dim <= 64 else 32,
-                  # the ū forms (DQ_UBAR) in 32-key steps: sm_90 offline, dq at D64 128 registers and no spills
-                  # (whole tiles: 150), D128 212; the output pass with ū at D64 211 (whole tiles 236), D128 255
-                  dq_ubar_tn=32, out_ubar_tn=32)
+                  dkdv_kpp=2, dkdv_qc=64 if head_dim <= 64 else 32)
 
 
 def block_d(head_dim: int) -> int:

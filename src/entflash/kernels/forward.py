@@ -6,31 +6,26 @@ group's tile map entry (row-relative after the τ pass) exceeds the group's
 loop pipelines its loads. The division by Σ p is a
 rounding-level correction (Σ p = 1 up to the float32 error of τ) that makes
 every row sum to 1. With NEED_STATS it counts the support (softmax: the
-visible keys). With NEED_UBAR (a forward whose backward will follow) it also
-writes ū = Σ_j u_j v_j / Σ_j u_j (u = p^(2-α), the Jacobian weights), so that
-the backward's δ = Σ u g / Σ u = dO·ū is known before the dq kernel's single
-sweep (backward.py); softmax rows have u = p, ū = out. Everything else the
-backward recomputes.
+visible keys). Nothing else is written: the backward recomputes what it needs.
 """
 
 import triton
 import triton.language as tl
 
 from .common import (
-    fold_sum, grad_weights, head_alpha, load_rows, probs, program_ids, query_block, query_block_id, row_offset, score_tile,
+    fold_sum, head_alpha, load_rows, probs, program_ids, query_block, query_block_id, row_offset, score_tile,
     visited_tiles,
 )
 
 
 @triton.jit
 def output_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, OUT, SUPP, UBAR,
-    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, sub, suh, sun, skpm, smb, smh,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, OUT, SUPP,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, skpm, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr,
-    NEED_UBAR: tl.constexpr, UBAR_TN: tl.constexpr,
 ):
     pid_m = query_block_id(n_qblk, CAUSAL)
     pid_bh = tl.program_id(1)
@@ -38,7 +33,7 @@ def output_kernel(
     start_m = pid_m * BLOCK_M
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m, _n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
             Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BLOCK_M, BLOCK_N,
             BLOCK_D, CAUSAL)
         v_base = V + row_offset(b, hk, ks, svb, svh, svn)
@@ -52,46 +47,28 @@ def output_kernel(
         # Σp per row in a quarter tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
         # at D128 this kernel already spills)
         FOLD: tl.constexpr = BLOCK_D <= 64
-        # with ū each tile is visited as BLOCK_N // UBAR_TN steps (score-sized live tiles, registers: sm_90
-        # offline at D64 236 registers on whole tiles with ū against 125 without)
-        TN: tl.constexpr = UBAR_TN if NEED_UBAR else BLOCK_N
-        lsum_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
+        lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
         if NEED_STATS:
             cnt = tl.zeros([BLOCK_M], tl.int32)
-        # ū needs its own accumulators except for softmax (u = p: ū = out)
-        UACC: tl.constexpr = NEED_UBAR and KIND != 0
-        if UACC:
-            uacc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-            usum_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
-            usum = tl.zeros([BLOCK_M], tl.float32)
         for i in range(0, count):
-            start_t = tl.load(tlist + i) * BLOCK_N
-            for hh in tl.static_range(BLOCK_N // TN):
-                start_n = start_t + hh * TN
-                offs_n = start_n + tl.arange(0, TN)
-                _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m,
-                                  kpm_row, D, BLOCK_M, TN, CAUSAL, HAS_KPM, PREC)
-                p = probs(x, tau, inv_a, is_soft, KIND)
-                v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
-                acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
-                if FOLD:
-                    lsum_h += fold_sum(p, BLOCK_M, TN)
+            start_n = tl.load(tlist + i) * BLOCK_N
+            offs_n = start_n + offs_n0
+            _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, kpm_row,
+                              D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+            p = probs(x, tau, inv_a, is_soft, KIND)
+            v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
+            acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
+            if FOLD:
+                lsum_h += fold_sum(p, BLOCK_M, BLOCK_N)
+            else:
+                lsum += tl.sum(p, 1)
+            if NEED_STATS:
+                if KIND == 0:
+                    cnt += tl.sum((x > float("-inf")).to(tl.int32), 1)
+                elif KIND == 3:
+                    cnt += tl.sum(tl.where(is_soft, x > float("-inf"), x > tau[:, None]).to(tl.int32), 1)
                 else:
-                    lsum += tl.sum(p, 1)
-                if UACC:
-                    u = grad_weights(p, x, tau, inv_a, is_soft, KIND)
-                    uacc += tl.dot(u.to(v.dtype), v, input_precision=PREC)
-                    if FOLD:
-                        usum_h += fold_sum(u, BLOCK_M, TN)
-                    else:
-                        usum += tl.sum(u, 1)
-                if NEED_STATS:
-                    if KIND == 0:
-                        cnt += tl.sum((x > float("-inf")).to(tl.int32), 1)
-                    elif KIND == 3:
-                        cnt += tl.sum(tl.where(is_soft, x > float("-inf"), x > tau[:, None]).to(tl.int32), 1)
-                    else:
-                        cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
+                    cnt += tl.sum((x > tau[:, None]).to(tl.int32), 1)
         if FOLD:
             lsum = tl.sum(lsum_h, 1)
         out = acc / tl.where(lsum > 0, lsum, 1.0)[:, None]
@@ -100,13 +77,3 @@ def output_kernel(
         tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=rmask[:, None] & (offs_d[None, :] < D))
         if NEED_STATS:
             tl.store(SUPP + stat_off + offs_m, cnt, mask=rmask)
-        if NEED_UBAR:
-            if UACC:
-                if FOLD:
-                    usum = tl.sum(usum_h, 1)
-                ubar = uacc / tl.where(usum > 0, usum, 1.0)[:, None]
-                ubar = tl.where((tau != tau)[:, None], float("nan"), ubar)
-            else:
-                ubar = out
-            u_ptrs = UBAR + row_offset(b, h, qs, sub, suh, sun) + offs_m[:, None].to(tl.int64) * sun + offs_d[None, :]
-            tl.store(u_ptrs, ubar.to(UBAR.dtype.element_ty), mask=rmask[:, None] & (offs_d[None, :] < D))
