@@ -86,6 +86,14 @@ if __name__ == "__main__":
             print(f"D=64 N={N} B={B} {inputs}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, dq {t_dq} ms, "
                   f"dkdv {t_dkdv} ms, output-tile fraction {cand}", flush=True)
         sys.exit(0)
+    # `stage_times.py bwdall`: the backward's two kernels at the cases where the random backward trails
+    # AdaSplash-2's (run 40 / run 49) and the clustered ones of the targets
+    if sys.argv[1:2] == ["bwdall"]:
+        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
+                                (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered")]:
+            t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
+            print(f"D={D} N={N} B={B} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)

@@ -257,10 +257,11 @@ def dkdv_kernel(
                 do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
                 tau = tl.load(TABS + stat_off + offs_m, mask=rmask, other=float("inf"))
                 delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
-                xT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale
+                # y = x - τ in one fused multiply-add per score, masked after (-inf - τ and -inf agree: the mask
+                # test no longer sits between the scale and the subtraction, which cost an FMUL and an FADD)
+                yT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale - tau[None, :]
                 if needs_mask(start_c, start_n, Lq, Lk, QC, NK, CAUSAL, HAS_KPM):
-                    xT = mask_scores_b(xT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
-                yT = xT - tau[None, :]
+                    yT = mask_scores_b(yT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
                 pT = probs_y(yT, inv_a, is_soft, KIND)
                 uT = grad_weights_y(pT, yT, inv_a, is_soft, KIND)
                 gT = tl.dot(vb, tl.trans(do), input_precision=PREC)
