@@ -94,6 +94,20 @@ if __name__ == "__main__":
             t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
             print(f"D={D} N={N} B={B} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
+    # `stage_times.py dkdvw`: the dk/dv kernel as 4-warp programs (two per SM, no barrier between warpgroups)
+    # against the 8-warp default, by (key tiles per program, query rows per chunk, warps); sm_90 offline: D64
+    # (1, 64, 4) 251 registers, (1, 32, 4) 235, no spills (two programs per SM); D128 (1, 32, 4) 208 bytes of stack
+    if sys.argv[1:2] == ["dkdvw"]:
+        for D, N, B, inputs, variants in [
+                (64, 4096, 8, "random", [(2, 64, 8), (1, 64, 4), (1, 32, 4)]),
+                (64, 16384, 2, "random", [(2, 64, 8), (1, 64, 4), (1, 32, 4)]),
+                (64, 16384, 2, "clustered", [(2, 64, 8), (1, 64, 4), (1, 32, 4)]),
+                (128, 16384, 2, "random", [(2, 32, 8), (1, 32, 4)])]:
+            for kpp, qc, w in variants:
+                with launch_fields(dkdv_kpp=kpp, dkdv_qc=qc, dkdv_warps=w):
+                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} dkdv kpp={kpp} qc={qc} warps={w}: dkdv {t_dkdv} ms", flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)

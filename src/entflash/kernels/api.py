@@ -291,7 +291,8 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
         dkdv_kernel[(triton.cdiv(g.n_kblk, L.dkdv_kpp), g.B * g.Hkv)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau_abs, tmax, taumin, lists_k, do, delta, dk, dv,
             *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail, KCHUNK=config.KCHUNK,
-            KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, **g.meta, **_regcap("dkdv"),
+            KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, **{**g.meta, "num_warps": L.dkdv_warps or L.num_warps},
+            **_regcap("dkdv"),
         )
     return dq_pass, dkdv_pass
 

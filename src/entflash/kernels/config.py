@@ -123,6 +123,7 @@ class Launch:
     # dk/dv programs: key tiles per program and query rows per chunk (backward.dkdv_kernel)
     dkdv_kpp: int = 1
     dkdv_qc: int = 0  # 0: BLOCK_M
+    dkdv_warps: int = 0  # 0: num_warps
 
     def pipeline_stages(self, kernel: str) -> int:
         """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep
