@@ -154,7 +154,10 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
                   # per program of the new kernel: 1.55 at 64-row chunks, 1.68 at 128), D128 random 11.4.
                   # With the flat, prefetched chunk loop (run 31) 64-row chunks at D <= 64: random 7.26 -> 5.78,
                   # clustered 0.83 -> 0.68 (248 registers, no spills); D128 keeps 32 (64 spills 176 bytes)
-                  dkdv_kpp=2, dkdv_qc=64 if head_dim <= 64 else 32)
+                  # run 52: as 4-warp programs over 64 keys in 32-row chunks (two programs per SM, no barrier
+                  # between warpgroups; D64 235 registers): D64 random N4k 1.61 -> 1.44 ms, N16k 5.73 -> 5.23,
+                  # clustered 0.67 -> 0.52; D128 random N16k 10.13 -> 8.41 (208 bytes of stack)
+                  dkdv_kpp=1, dkdv_qc=32, dkdv_warps=4)
 
 
 def block_d(head_dim: int) -> int:
