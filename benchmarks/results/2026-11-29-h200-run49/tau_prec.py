@@ -3,7 +3,6 @@
 For the lg2.approx branch: the sweeps' log2 precision matters most where 1/(α-1) is large. Prints, per α:
 max |τ - τ64| (in (α-1)·score units), the output's max abs error for entflash (fp32) and for the torch
 reference run in fp32, and max |Σp - 1| (from v = ones)."""
-import sys
 import torch
 import entflash
 from entflash.reference import naive_entmax_attention
