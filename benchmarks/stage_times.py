@@ -95,7 +95,7 @@ if __name__ == "__main__":
             print(f"D={D} N={N} B={B} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
     # `stage_times.py dkdvw`: the dk/dv kernel as 4-warp programs (two per SM, no barrier between warpgroups)
-    # against the 8-warp default, by (key tiles per program, query rows per chunk, warps); sm_90 offline: D64
+    # against the 8-warp default before run 52 (now (1, 32, 4)), by (key tiles per program, query rows per chunk, warps); sm_90 offline: D64
     # (1, 64, 4) 251 registers, (1, 32, 4) 235, no spills (two programs per SM); D128 (1, 32, 4) 208 bytes of stack
     if sys.argv[1:2] == ["dkdvw"]:
         for D, N, B, inputs, variants in [
