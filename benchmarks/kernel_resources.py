@@ -71,8 +71,7 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
     src = ASTSource(fn=fn, signature=sig, constexprs=cons, attrs=attrs)
     kernel = {"rowmax_kernel": "rowmax", "dq_kernel": "dq", "dkdv_kernel": "dkdv"}.get(fn.fn.__name__,
                                                                                     "split" if state else "")
-    warps = (L.dkdv_warps or L.num_warps) if kernel == "dkdv" else L.num_warps
-    opts = dict(num_warps=warps, num_stages=L.pipeline_stages(kernel))
+    opts = dict(num_warps=L.kernel_warps(kernel), num_stages=L.pipeline_stages(kernel))
     if maxnreg:
         opts["maxnreg"] = maxnreg
     return tcompile(src, target=GPUTarget("cuda", 90, 32), options=opts)

@@ -155,8 +155,9 @@ def forward_buffers(geo, q, v, need_stats, split=False):
 
 
 def _stages(g, kernel):
-    """g.meta with num_stages replaced by the kernel's pipeline depth (config.Launch.pipeline_stages)."""
-    return {**g.meta, "num_stages": g.launch.pipeline_stages(kernel)}
+    """g.meta with num_stages and num_warps replaced by the kernel's own (config.Launch.pipeline_stages,
+    config.Launch.kernel_warps)."""
+    return {**g.meta, "num_stages": g.launch.pipeline_stages(kernel), "num_warps": g.launch.kernel_warps(kernel)}
 
 
 def _regcap(name, default=None):
@@ -291,8 +292,7 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
         dkdv_kernel[(triton.cdiv(g.n_kblk, L.dkdv_kpp), g.B * g.Hkv)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau_abs, tmax, taumin, lists_k, do, delta, dk, dv,
             *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail, KCHUNK=config.KCHUNK,
-            KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, **{**g.meta, "num_warps": L.dkdv_warps or L.num_warps},
-            **_regcap("dkdv"),
+            KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, **_stages(g, "dkdv"), **_regcap("dkdv"),
         )
     return dq_pass, dkdv_pass
 

@@ -131,6 +131,10 @@ class Launch:
         own = {"rowmax": self.rowmax_stages, "split": self.split_stages, "dq": self.dq_stages}.get(kernel)
         return own or self.num_stages
 
+    def kernel_warps(self, kernel: str) -> int:
+        """num_warps of a launch: the kernel's own knob ("dkdv") when set, else num_warps."""
+        return {"dkdv": self.dkdv_warps}.get(kernel) or self.num_warps
+
     @property
     def n_groups(self) -> int:
         return self.BLOCK_M // self.ROW_GROUP
