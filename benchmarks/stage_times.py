@@ -108,6 +108,20 @@ if __name__ == "__main__":
                     t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
                 print(f"D={D} N={N} B={B} {inputs} dkdv kpp={kpp} qc={qc} warps={w}: dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
+    # `stage_times.py dqsplit`: dq as two 4-warp programs per tile-map block (config.Launch.dq_split, each with
+    # its own row groups' tile list) against one 8-warp program; sm_90 offline at D64: 128 registers + 120 bytes
+    # of stack at the 128 cap (today's 8-warp kernel: 112), 173 uncapped; D128 uncapped 255 + 88 (today 255 + 96)
+    if sys.argv[1:2] == ["dqsplit"]:
+        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
+                                (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered")]:
+            variants = [(1, "default"), (2, 128), (2, None)] if D == 64 else [(1, "default"), (2, None)]
+            for split, cap in variants:
+                fields = dict(dq_split=split) if cap == "default" else dict(dq_split=split, dq_maxnreg=cap)
+                with launch_fields(**fields):
+                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} dq_split={split} cap={cap}: dq {t_dq} ms, dkdv {t_dkdv} ms",
+                      flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)

@@ -479,6 +479,32 @@ def test_large_scale_gradients():
     _check(q, k, v, _run(q, k, v, **kw), **kw)
 
 
+@pytest.mark.parametrize("alpha", [1.5, 1.3, "per-head"])
+def test_dq_split_matches_oracle(monkeypatch, alpha):
+    """config.Launch.dq_split = 2 (two dq programs per tile-map block, each with its own row groups' tile list
+    in its own slot of the list buffer): gradients within the tolerance rule with bottom-right causal masking
+    (Nq < Nk), padded keys, GQA, a ragged last block, and dα for per-head α (the two-sweep path)."""
+    import dataclasses
+
+    base = config.launch_config
+    monkeypatch.setattr(config, "launch_config", lambda d, dt: dataclasses.replace(base(d, dt), dq_split=2))
+    q, k, v = rand_qkv(1, 4, 2, 37, 53, 16, device=DEV)
+    # rows attend to one key tile each (the interpreter's 16-key tiles, 8-row halves of 16-row blocks), chosen so
+    # that the two halves of a block need different tiles: a half judged by the other half's row groups misses
+    # its own tile (rows 24-31 need keys 32-47, rows 16-23 keys 0-15)
+    e = torch.eye(16, device=DEV)
+    k += 6 * e[torch.arange(53, device=DEV) // 16][None, None]
+    target = torch.tensor([0] * 8 + [1] * 8 + [0] * 8 + [2] * 8 + [3] * 5, device=DEV)
+    q += 6 * e[target][None, None]
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    kpm = torch.rand(1, 53, device=DEV) > 0.2
+    kpm[0, 32:53] = True
+    if alpha == "per-head":
+        alpha = torch.tensor([1.0, 1.5, 1.7, 2.0], device=DEV, requires_grad=True)
+    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm)
+    _check(q, k, v, _run(q, k, v, **kw), **kw)
+
+
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
 def test_dq_two_sweeps_matches_oracle(monkeypatch, alpha):
     """config.DQ_ONE_SWEEP off (δ in a first sweep, then dq = Σ u (g - δ) k; the default one-sweep path is

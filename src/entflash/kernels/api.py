@@ -263,7 +263,8 @@ def backward_buffers(geo, q, k, v, need_dalpha):
     dv = _new(v.shape, v.dtype, dev)
     delta = _new(geo.stat_shape(), torch.float32, dev)
     da_rows = _new(geo.stat_shape(), torch.float32, dev) if need_dalpha else _dummy(dev)
-    lists_q = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
+    lists_q = torch.empty((geo.B * geo.H, geo.n_qblk * geo.launch.dq_split, geo.n_kblk), dtype=torch.int32,
+                          device=dev)
     lists_k = torch.empty((geo.B * geo.Hkv, geo.n_kblk, geo.n_qblk), dtype=torch.int32, device=dev)
     tau_abs = _new(geo.stat_shape(), torch.float32, dev)
     return dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs
@@ -279,16 +280,17 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
     o = out if out.stride(-1) == 1 else out.contiguous()
     tail = (g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
 
+    L = g.launch
+
     def dq_pass():
-        dq_kernel[g.grid_q()](
+        dq_kernel[(g.n_qblk * L.dq_split, g.B * g.H)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_q, do, delta, tau_abs, dq, da_rows,
             o, *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
-            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, **_stages(g, "dq"),
+            ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, SPLIT=L.dq_split, **_stages(g, "dq"),
             **_regcap("dq", config.dq_maxnreg(g.launch, need_dalpha)),
         )
 
     def dkdv_pass():
-        L = g.launch
         dkdv_kernel[(triton.cdiv(g.n_kblk, L.dkdv_kpp), g.B * g.Hkv)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau_abs, tmax, taumin, lists_k, do, delta, dk, dv,
             *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail, KCHUNK=config.KCHUNK,

@@ -66,19 +66,25 @@ def dq_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr, ONE_SWEEP: tl.constexpr,
+    SPLIT: tl.constexpr = 1,
 ):
     """dq (and δ, dα) of one query block. Two sweeps (δ first, then dq = scale Σ u (g - δ) k), or with ONE_SWEEP
     one: A = Σ u (g - δ̂) k and B = Σ u k with δ̂ = dO·o (the forward's output o: a weighted mean of the same g,
     so u (g - δ̂) has the magnitude of u (g - δ) and its bf16 rounding no cancellation), then
-    dq = scale (A - (δ - δ̂) B) once δ is known at the end."""
-    pid_m = query_block_id(n_qblk, CAUSAL)
+    dq = scale (A - (δ - δ̂) B) once δ is known at the end.
+    SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block (its own row groups' tile list), so that
+    the kernel can run as smaller programs (one warpgroup each) of the same per-thread work."""
+    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
+    pid_m = pid // SPLIT
+    sub = pid % SPLIT
+    BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
-    start_m = pid_m * BLOCK_M
+    start_m = pid * BM
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
-            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BLOCK_M, BLOCK_N,
+            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BM, BLOCK_N,
             BLOCK_D, CAUSAL)
         v_base = V + row_offset(b, hk, ks, svb, svh, svn)
         stat_off = row_offset(b, h, qs, smb, smh, 1)
@@ -86,40 +92,40 @@ def dq_kernel(
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         do = load_rows(DO + row_offset(b, h, qs, sdb, sdh, sdn), offs_m, offs_d, Lq, sdn, D)
         tau, m, tlist, count = visited_tiles(TAU, M, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m,
-                                             n_qblk, n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
+                                             n_qblk, n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK, SPLIT, sub)
         if ONE_SWEEP:
             o = load_rows(O + row_offset(b, h, qs, sob, soh, son), offs_m, offs_d, Lq, son, D)
             dhat = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-            acc_a = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-            acc_b = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            acc_a = tl.zeros([BM, BLOCK_D], tl.float32)
+            acc_b = tl.zeros([BM, BLOCK_D], tl.float32)
         # sweep 1: δ = Σ u g / Σ u (and the sums for dα)
-        su = tl.zeros([BLOCK_M], tl.float32)
-        sug = tl.zeros([BLOCK_M], tl.float32)
+        su = tl.zeros([BM], tl.float32)
+        sug = tl.zeros([BM], tl.float32)
         # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
         FOLD: tl.constexpr = BLOCK_D <= 64
         # ONE_SWEEP visits each 64-key tile as two 32-key halves: half the score-sized live tiles (registers)
         # (and so do both sweeps of a per-head α's gradient, whose extra per-score terms spilled on full tiles)
         TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP or ALPHA_GRAD else BLOCK_N
-        su_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
-        sug_h = tl.zeros([BLOCK_M, TN // 4], tl.float32)
+        su_h = tl.zeros([BM, TN // 4], tl.float32)
+        sug_h = tl.zeros([BM, TN // 4], tl.float32)
         if ALPHA_GRAD:
             # dα needs δ, Σp and Σu before its own sums (sweep 2): the host turns ONE_SWEEP off for it; a
             # per-head α is always the general kind (api.alpha_kind)
             tl.static_assert(not ONE_SWEEP)
             tl.static_assert(KIND == 3)
-            sp = tl.zeros([BLOCK_M], tl.float32)
-            dg = tl.zeros([BLOCK_M], tl.float32)
-            h2 = tl.zeros([BLOCK_M], tl.float32)
-            g2 = tl.zeros([BLOCK_M], tl.float32)
+            sp = tl.zeros([BM], tl.float32)
+            dg = tl.zeros([BM], tl.float32)
+            h2 = tl.zeros([BM], tl.float32)
+            g2 = tl.zeros([BM], tl.float32)
         for i in range(0, count):
             start_t = tl.load(tlist + i) * BLOCK_N
             for hh in tl.static_range(BLOCK_N // TN):
                 kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN, offs_m, offs_d, Lq,
-                                             Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D, BLOCK_M, TN,
+                                             Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D, BM, TN,
                                              KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
                 if FOLD:
-                    su_h += fold_sum(u, BLOCK_M, TN)
-                    sug_h += fold_sum(u * g, BLOCK_M, TN)
+                    su_h += fold_sum(u, BM, TN)
+                    sug_h += fold_sum(u * g, BM, TN)
                 else:
                     su += tl.sum(u, 1)
                     sug += tl.sum(u * g, 1)
@@ -160,22 +166,22 @@ def dq_kernel(
             sp = tl.where(sp > 0, sp, 1.0)
             ybar = sp / tl.where(su > 0, su, 1.0)
             lim = 0.5 * (dg * h2 - g2)  # the softmax rows' limit, formed here so that its sums die before sweep 2
-            e1 = tl.zeros([BLOCK_M], tl.float32)
-            e2 = tl.zeros([BLOCK_M], tl.float32)
-            e3 = tl.zeros([BLOCK_M], tl.float32)
-            nsup = tl.zeros([BLOCK_M], tl.float32)
+            e1 = tl.zeros([BM], tl.float32)
+            e2 = tl.zeros([BM], tl.float32)
+            e3 = tl.zeros([BM], tl.float32)
+            nsup = tl.zeros([BM], tl.float32)
         # sweep 2: dq = scale Σ u (g - δ) k
         if ONE_SWEEP:
             dq = acc_a - (delta - dhat)[:, None] * acc_b
         else:
-            dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            dq = tl.zeros([BM, BLOCK_D], tl.float32)
             TN2: tl.constexpr = TN if ALPHA_GRAD else BLOCK_N
             for i in range(0, count):
                 start_t = tl.load(tlist + i) * BLOCK_N
                 for hh in tl.static_range(BLOCK_N // TN2):
                     kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN2, offs_m, offs_d,
                                                  Lq, Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D,
-                                                 BLOCK_M, TN2, KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
+                                                 BM, TN2, KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
                     dz = u * (g - delta[:, None])
                     dq += tl.dot(dz.to(kT.dtype), tl.trans(kT), input_precision=PREC)
                     if ALPHA_GRAD:

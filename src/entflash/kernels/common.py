@@ -427,15 +427,21 @@ def row_max(M, offs, mask):
 
 @triton.jit
 def visited_tiles(TAU, M, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m, n_qblk, n_kblk, hi,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr,
+                  SPLIT: tl.constexpr = 1, sub=0):
     """After the τ pass: the block's τ - m and m per row (row_max), and the list (pointer, count) of the tiles
-    the output and dq passes visit: those whose row-relative map entry exceeds τ_min of some row group."""
+    the output and dq passes visit: those whose row-relative map entry exceeds τ_min of some row group.
+    SPLIT > 1: the program owns part `sub` of SPLIT equal parts of query block pid_m (offs_m its rows, hi its
+    causal bound), judges the tiles by its own row groups only and writes its list to its own slot of LISTS
+    (SPLIT slots per block)."""
     tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
     m = row_max(M, stat_off + offs_m, rmask)
     NG: tl.constexpr = BLOCK_M // RG
-    map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
-    thr = tl.load(TAUMIN + taumin_off + tl.arange(0, NG))
-    tlist = LISTS + list_off
-    count = block_tile_list(TMAX + map_off, n_kblk, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG)
+    NGS: tl.constexpr = NG // SPLIT
+    map_off, taumin_off, _ = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
+    thr = tl.load(TAUMIN + taumin_off + sub * NGS + tl.arange(0, NGS))
+    tlist = LISTS + ((pid_bh.to(tl.int64) * n_qblk + pid_m) * SPLIT + sub) * n_kblk
+    count = block_tile_list(TMAX + map_off + sub * NGS * n_kblk, n_kblk, thr, tl.cdiv(hi, BLOCK_N), tlist, False,
+                            KCHUNK, NGS)
     return tau, m, tlist, count
 

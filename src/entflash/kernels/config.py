@@ -124,6 +124,10 @@ class Launch:
     dkdv_kpp: int = 1
     dkdv_qc: int = 0  # 0: BLOCK_M
     dkdv_warps: int = 0  # 0: num_warps
+    # dq programs per tile-map block (each owns BLOCK_M // dq_split rows and its own row groups' tile list) and
+    # their warps (0: num_warps // dq_split): the dk/dv kernel ran 9-22% faster as one-warpgroup programs (run 52)
+    dq_split: int = 1
+    dq_warps: int = 0
 
     def pipeline_stages(self, kernel: str) -> int:
         """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep
@@ -132,8 +136,10 @@ class Launch:
         return own or self.num_stages
 
     def kernel_warps(self, kernel: str) -> int:
-        """num_warps of a launch: the kernel's own knob ("dkdv") when set, else num_warps."""
-        return {"dkdv": self.dkdv_warps}.get(kernel) or self.num_warps
+        """num_warps of a launch: the kernel's own knob ("dkdv"; "dq": dq_warps, else num_warps // dq_split) when
+        set, else num_warps."""
+        own = {"dkdv": self.dkdv_warps, "dq": self.dq_warps or max(1, self.num_warps // self.dq_split)}.get(kernel)
+        return own or self.num_warps
 
     @property
     def n_groups(self) -> int:
