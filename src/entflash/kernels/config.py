@@ -148,7 +148,9 @@ class Launch:
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     if interpreting():
-        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, dkdv_kpp=2, dkdv_qc=8)
+        # dq_split=2 as on the GPU (each dq program owns one 8-row group), so CPU tests run the default path
+        return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, dkdv_kpp=2, dkdv_qc=8,
+                      dq_split=2)
     if dtype == torch.float32 or head_dim > 128:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
@@ -167,7 +169,13 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
                   # run 52: as 4-warp programs over 64 keys in 32-row chunks (two programs per SM, no barrier
                   # between warpgroups; D64 235 registers): D64 random N4k 1.61 -> 1.44 ms, N16k 5.73 -> 5.23,
                   # clustered 0.67 -> 0.52; D128 random N16k 10.13 -> 8.41 (208 bytes of stack)
-                  dkdv_kpp=1, dkdv_qc=32, dkdv_warps=4)
+                  dkdv_kpp=1, dkdv_qc=32, dkdv_warps=4,
+                  # run 54 (stage_times.py dqsplit): dq as two 4-warp programs per 128-row block, each over its
+                  # own 64 rows' tile list (dq ms, split 1 -> 2): D64 random N4k 1.36 -> 1.28, N16k 4.63 -> 4.85
+                  # (+5%: each K/V tile is loaded for 64 rows instead of 128), clustered N16k 0.51 -> 0.33; D128
+                  # random N4k 2.65 -> 2.37, N16k 9.27 -> 8.64, clustered 0.85 -> 0.57. D64 keeps the 128 cap
+                  # (uncapped, 173 registers: slower in every case)
+                  dq_split=2)
 
 
 def block_d(head_dim: int) -> int:
