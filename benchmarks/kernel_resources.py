@@ -55,6 +55,8 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
     import torch
 
     L = config.launch_config(D, getattr(torch, dtype))
+    kernel = {"rowmax_kernel": "rowmax", "output_kernel": "output", "dq_kernel": "dq",
+              "dkdv_kernel": "dkdv"}.get(fn.fn.__name__, "split" if state else "")
     meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=kind, CAUSAL=causal,
                 HAS_KPM=kpm, IS_VARLEN=varlen, PREC="ieee" if dtype == "float32" else None, RG=L.ROW_GROUP,
                 MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=need_stats,
@@ -62,15 +64,13 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
                 N_LOOP=(0 if first else 1) if state else config.MAX_ITERS_EXACT - 1, KPP=L.dkdv_kpp,
                 QC=L.dkdv_qc or L.BLOCK_M,
                 ONE_SWEEP=config.dq_one_sweep(kind == config.KIND_GENERAL) if one_sweep is None else one_sweep,
-                W=config.sweep_margin(kind), SPLIT=L.dq_split)
+                W=config.sweep_margin(kind), SPLIT=L.split(kernel))
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
     sig = _signature(fn, dt, cons)
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(inspect.signature(fn.fn).parameters)
              if sig[name] != "constexpr" and name not in ("scale", "H", "G")}
     src = ASTSource(fn=fn, signature=sig, constexprs=cons, attrs=attrs)
-    kernel = {"rowmax_kernel": "rowmax", "dq_kernel": "dq", "dkdv_kernel": "dkdv"}.get(fn.fn.__name__,
-                                                                                    "split" if state else "")
     opts = dict(num_warps=L.kernel_warps(kernel), num_stages=L.pipeline_stages(kernel))
     if maxnreg:
         opts["maxnreg"] = maxnreg

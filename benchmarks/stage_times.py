@@ -122,6 +122,18 @@ if __name__ == "__main__":
                 print(f"D={D} N={N} B={B} {inputs} dq_split={split} cap={cap}: dq {t_dq} ms, dkdv {t_dkdv} ms",
                       flush=True)
         sys.exit(0)
+    # `stage_times.py fwdsplit`: pass 1 and the output pass as two programs per tile-map block (config.Launch
+    # rowmax_split / output_split, each over 64 of the block's 128 rows with num_warps // 2 warps) against one;
+    # the τ pass is the same kernel in both (a control for drift), split 1 measured again at the end
+    if sys.argv[1:2] == ["fwdsplit"]:
+        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
+                                (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered")]:
+            for split in (1, 2, 1):
+                with launch_fields(rowmax_split=split, output_split=split):
+                    t, cand = stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} split={split}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
+                      flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)

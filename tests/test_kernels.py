@@ -481,15 +481,17 @@ def test_large_scale_gradients():
 
 @pytest.mark.parametrize("split", [1, 2])
 @pytest.mark.parametrize("alpha", [1.5, 1.3, "per-head"])
-def test_dq_split_matches_oracle(monkeypatch, alpha, split):
-    """config.Launch.dq_split (2, the default: two dq programs per tile-map block, each with its own row groups'
-    tile list in its own slot of the list buffer; 1: one program per block, the fp32 / D > 128 launch):
-    gradients within the tolerance rule with bottom-right causal masking (Nq < Nk), padded keys, GQA, a ragged
-    last block, and dα for per-head α (the two-sweep path)."""
+def test_block_split_matches_oracle(monkeypatch, alpha, split):
+    """config.Launch's rowmax_split, output_split and dq_split (2: two programs per tile-map block, each over
+    its own rows, writing its own row groups' map rows (pass 1) or judging tiles by them into its own slot of
+    the list buffer (output, dq); 1: one program per block, the fp32 / D > 128 launch): output and gradients
+    within the tolerance rule with bottom-right causal masking (Nq < Nk), padded keys, GQA, a ragged last
+    block, and dα for per-head α (the two-sweep dq)."""
     import dataclasses
 
     base = config.launch_config
-    monkeypatch.setattr(config, "launch_config", lambda d, dt: dataclasses.replace(base(d, dt), dq_split=split))
+    fields = dict(rowmax_split=split, output_split=split, dq_split=split)
+    monkeypatch.setattr(config, "launch_config", lambda d, dt: dataclasses.replace(base(d, dt), **fields))
     q, k, v = rand_qkv(1, 4, 2, 37, 53, 16, device=DEV)
     # rows attend to one key tile each (the interpreter's 16-key tiles, 8-row halves of 16-row blocks), chosen so
     # that the two halves of a block need different tiles: a half judged by the other half's row groups misses

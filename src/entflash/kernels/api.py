@@ -145,7 +145,9 @@ def forward_buffers(geo, q, v, need_stats, split=False):
     map_shape, taumin_shape = geo.map_shapes()
     tmax = torch.full(map_shape, float("-inf"), dtype=torch.bfloat16, device=dev)
     taumin = _new(taumin_shape, torch.float32, dev)
-    lists = torch.empty((geo.B * geo.H, geo.n_qblk, geo.n_kblk), dtype=torch.int32, device=dev)
+    # scratch tile lists: the τ pass's one per block, the output pass's one per program (output_split per block)
+    lists = torch.empty((geo.B * geo.H, geo.n_qblk * geo.launch.output_split, geo.n_kblk), dtype=torch.int32,
+                        device=dev)
     state = _new((4,) + geo.stat_shape(), torch.float32, dev) if split else _dummy(dev)
     # the split pass's gathered unfinished rows (stragglers.py): indices per (batch, head) and their count
     gather = split and config.TAU_GATHER_FROM is not None
@@ -185,8 +187,10 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
 
     def pass1():
         # pass 1 writes the τ pass's lower bound into tau (α = 1.5 / 2); the τ pass overwrites it
-        rowmax_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, NEG_SCALE=scale < 0,
-                            **_stages(g, "rowmax"), **_regcap("rowmax", g.launch.rowmax_maxnreg))
+        L = g.launch
+        rowmax_kernel[(g.n_qblk * L.rowmax_split, g.B * g.H)](
+            q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, NEG_SCALE=scale < 0, SPLIT=L.rowmax_split,
+            **_stages(g, "rowmax"), **_regcap("rowmax", L.rowmax_maxnreg))
 
     def tau_launch(first, n_loop, cap, kernel="tau"):
         tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
@@ -232,11 +236,11 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     tau_pass.launches = tau_launches  # one callable per launch (benchmarks/tau_launches.py times them)
 
     def output_pass():
-        output_kernel[grid](
+        output_kernel[(g.n_qblk * g.launch.output_split, g.B * g.H)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists, out, supp,
             *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk,
-            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, **g.meta,
-            **_regcap("output", g.launch.output_maxnreg),
+            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, SPLIT=g.launch.output_split,
+            **_stages(g, "output"), **_regcap("output", g.launch.output_maxnreg),
         )
     return pass1, tau_pass, output_pass
 

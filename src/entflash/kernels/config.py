@@ -128,6 +128,10 @@ class Launch:
     # their warps (0: num_warps // dq_split): the dk/dv kernel ran 9-22% faster as one-warpgroup programs (run 52)
     dq_split: int = 1
     dq_warps: int = 0
+    # the same split for pass 1 (threshold.rowmax_kernel) and the output pass (forward.output_kernel), each
+    # program with num_warps // split warps
+    rowmax_split: int = 1
+    output_split: int = 1
 
     def pipeline_stages(self, kernel: str) -> int:
         """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep
@@ -135,11 +139,15 @@ class Launch:
         own = {"rowmax": self.rowmax_stages, "split": self.split_stages, "dq": self.dq_stages}.get(kernel)
         return own or self.num_stages
 
+    def split(self, kernel: str) -> int:
+        """Programs per tile-map block of a launch ("rowmax", "output", "dq"; 1 for the others)."""
+        return {"rowmax": self.rowmax_split, "output": self.output_split, "dq": self.dq_split}.get(kernel, 1)
+
     def kernel_warps(self, kernel: str) -> int:
-        """num_warps of a launch: the kernel's own knob ("dkdv"; "dq": dq_warps, else num_warps // dq_split) when
-        set, else num_warps."""
-        own = {"dkdv": self.dkdv_warps, "dq": self.dq_warps or max(1, self.num_warps // self.dq_split)}.get(kernel)
-        return own or self.num_warps
+        """num_warps of a launch: the kernel's own knob ("dkdv": dkdv_warps, "dq": dq_warps) when set, else
+        num_warps // split(kernel)."""
+        own = {"dkdv": self.dkdv_warps, "dq": self.dq_warps}.get(kernel)
+        return own or max(1, self.num_warps // self.split(kernel))
 
     @property
     def n_groups(self) -> int:

@@ -25,41 +25,46 @@ def output_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr, SPLIT: tl.constexpr = 1,
 ):
-    pid_m = query_block_id(n_qblk, CAUSAL)
+    """The output pass: o = Σ p v / Σ p over the block's listed tiles (visited_tiles), and the support sizes.
+    SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block and its own row groups' tile list."""
+    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
+    pid_m = pid // SPLIT
+    sub = pid % SPLIT
+    BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
-    start_m = pid_m * BLOCK_M
+    start_m = pid * BM
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
-            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BLOCK_M, BLOCK_N,
+            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BM, BLOCK_N,
             BLOCK_D, CAUSAL)
         v_base = V + row_offset(b, hk, ks, svb, svh, svn)
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         tau, m, tlist, count = visited_tiles(TAU, M, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, pid_m,
-                                             n_qblk, n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK)
-        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-        lsum = tl.zeros([BLOCK_M], tl.float32)
+                                             n_qblk, n_kblk, hi, BLOCK_M, BLOCK_N, RG, KCHUNK, SPLIT, sub)
+        acc = tl.zeros([BM, BLOCK_D], tl.float32)
+        lsum = tl.zeros([BM], tl.float32)
         # Σp per row in a quarter tile, reduced once after the loop (fold_sum), where registers allow (D <= 64:
         # at D128 this kernel already spills)
         FOLD: tl.constexpr = BLOCK_D <= 64
-        lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+        lsum_h = tl.zeros([BM, BLOCK_N // 4], tl.float32)
         if NEED_STATS:
-            cnt = tl.zeros([BLOCK_M], tl.int32)
+            cnt = tl.zeros([BM], tl.int32)
         for i in range(0, count):
             start_n = tl.load(tlist + i) * BLOCK_N
             offs_n = start_n + offs_n0
             _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, kpm_row,
-                              D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                              D, BM, BLOCK_N, CAUSAL, HAS_KPM, PREC)
             p = probs(x, tau, inv_a, is_soft, KIND)
             v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
             acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
             if FOLD:
-                lsum_h += fold_sum(p, BLOCK_M, BLOCK_N)
+                lsum_h += fold_sum(p, BM, BLOCK_N)
             else:
                 lsum += tl.sum(p, 1)
             if NEED_STATS:

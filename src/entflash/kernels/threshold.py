@@ -149,33 +149,38 @@ def rowmax_kernel(
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, NEG_SCALE: tl.constexpr,
+    PREC: tl.constexpr, RG: tl.constexpr, NEG_SCALE: tl.constexpr, SPLIT: tl.constexpr = 1,
 ):
     """Pass 1: row maxima (M), the tile map (TMAX) and, for entmax, the τ pass's lower bound (top_bound or
-    top_bound_general, into TAU0)."""
-    pid_m = query_block_id(n_qblk, CAUSAL)
+    top_bound_general, into TAU0). SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block (and
+    their row groups' map rows), so that the pass can run as smaller programs of the same per-thread work."""
+    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
+    pid_m = pid // SPLIT
+    sub = pid % SPLIT
+    BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
-    start_m = pid_m * BLOCK_M
+    start_m = pid * BM
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
-            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BLOCK_M, BLOCK_N,
+            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BM, BLOCK_N,
             BLOCK_D, CAUSAL)
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        m = tl.full([BM], float("-inf"), tl.float32)
         NG: tl.constexpr = BLOCK_M // RG
-        offs_g = tl.arange(0, NG)
-        # map rows of this block's NG row groups; tiles past the causal bound keep the host's -inf
+        NGS: tl.constexpr = BM // RG
+        offs_g = tl.arange(0, NGS)
+        # map rows of this program's NGS row groups; tiles past the causal bound keep the host's -inf
         map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
-        tmax_row = TMAX + map_off + offs_g * n_kblk
+        tmax_row = TMAX + map_off + (sub * NGS + offs_g) * n_kblk
         # entmax kinds: each thread's four largest partial maxima (fold_max4: per tile, the maxima of four column
-        # subsets, those of a thread in the MMA layout), (BLOCK_M, 4) each: 16 different scores per row for top_bound
+        # subsets, those of a thread in the MMA layout), (BM, 4) each: 16 different scores per row for top_bound
         BOUND: tl.constexpr = KIND != 0
-        t1 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
-        t2 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
-        t3 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
-        t4 = tl.full([BLOCK_M, 4], float("-inf"), tl.float32)
+        t1 = tl.full([BM, 4], float("-inf"), tl.float32)
+        t2 = tl.full([BM, 4], float("-inf"), tl.float32)
+        t3 = tl.full([BM, 4], float("-inf"), tl.float32)
+        t4 = tl.full([BM, 4], float("-inf"), tl.float32)
         # the scale is applied to the row maxima of q·kᵀ, not to every score: fl(d·|s|) is monotone in d, so
         # fl(max_j d_j · |s|) = max_j fl(d_j · |s|) bit for bit, and with q negated (exact) for s < 0 the
         # products equal fl(d · s), the scores every other kernel computes. -inf (masked) stays -inf
@@ -189,11 +194,11 @@ def rowmax_kernel(
             offs_n = start_n + offs_n0
             kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
             d = mask_tile(tl.dot(q, kT, input_precision=PREC), start_m, start_n, offs_m, offs_n, Lq, Lk, kpm_row,
-                          BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
+                          BM, BLOCK_N, CAUSAL, HAS_KPM)
             # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
             if BOUND:
-                pm = fold_max4(d, BLOCK_M, BLOCK_N)
+                pm = fold_max4(d, BM, BLOCK_N)
                 xm = tl.reduce(pm, 1, max_nan)
                 pv = tl.where(pm > float("-inf"), pm * s_abs, pm)
                 # insert pv into (t1, t2, t3, t4). A NaN (only in a NaN row, whose bound the τ pass ignores) is
@@ -208,7 +213,7 @@ def rowmax_kernel(
                 xm = tl.reduce(d, 1, max_nan)
             xm = tl.where(xm > float("-inf"), xm * s_abs, xm)
             m = max_nan(m, xm)
-            entry = map_value(group_reduce_max(xm, BLOCK_M, RG))
+            entry = map_value(group_reduce_max(xm, BM, RG))
             if KIND != 0:
                 # running filter (entmax rows): τ_i >= m_i - 1 >= runmax_i - 1, so a tile whose maxima sit more
                 # than 1 below every group row's running maximum (this tile included) can hold no nonzero: no
@@ -216,7 +221,7 @@ def rowmax_kernel(
                 # seen yet) keeps the tile. Softmax heads of a per-head α need every tile.
                 r = xm - m + 1e-5 * (1.0 + tl.abs(m))
                 r = tl.where(r == r, r, float("inf"))
-                dead = group_reduce_max(r, BLOCK_M, RG) < -1.0
+                dead = group_reduce_max(r, BM, RG) < -1.0
                 if KIND == 3:
                     dead = dead & (is_soft == 0)
                 entry = tl.where(dead, float("-inf"), entry)
@@ -225,7 +230,7 @@ def rowmax_kernel(
         stat = row_offset(b, h, qs, smb, smh, 1) + offs_m
         tl.store(M + stat, m, mask=offs_m < Lq)
         if BOUND:
-            vals = tl.reshape(tl.join(tl.join(t1, t2), tl.join(t3, t4)), (BLOCK_M, 16))
+            vals = tl.reshape(tl.join(tl.join(t1, t2), tl.join(t3, t4)), (BM, 16))
             if KIND == 3:
                 lb = top_bound_general(m, vals, inv_a)
             else:
