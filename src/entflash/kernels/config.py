@@ -156,9 +156,10 @@ class Launch:
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     if interpreting():
-        # dq_split=2 as on the GPU (each dq program owns one 8-row group), so CPU tests run the default path
+        # output_split=2 and dq_split=2 as on the GPU at D <= 64 (each program owns one 8-row group), so that
+        # CPU tests run the default path
         return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, dkdv_kpp=2, dkdv_qc=8,
-                      dq_split=2)
+                      output_split=2, dq_split=2)
     if dtype == torch.float32 or head_dim > 128:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
@@ -183,7 +184,12 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
                   # (+5%: each K/V tile is loaded for 64 rows instead of 128), clustered N16k 0.51 -> 0.33; D128
                   # random N4k 2.65 -> 2.37, N16k 9.27 -> 8.64, clustered 0.85 -> 0.57. D64 keeps the 128 cap
                   # (uncapped, 173 registers: slower in every case)
-                  dq_split=2)
+                  dq_split=2,
+                  # run 57 (stage_times.py fwdsplit, split 1 -> 2): the output pass at D64 clustered N16k 0.295 ->
+                  # 0.201 ms, random N16k 2.61 -> 2.74, N4k 0.77 -> 0.78; at D128 slower (random N16k 4.18 -> 5.80,
+                  # clustered 0.247 -> 0.256: two 4-warp programs of 82 KB per SM hold half the warps). Pass 1
+                  # slower at both (D64 1.55 -> 1.66, D128 2.51 -> 2.60): kept at 1
+                  output_split=2 if head_dim <= 64 else 1)
 
 
 def block_d(head_dim: int) -> int:
