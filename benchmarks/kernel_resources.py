@@ -56,7 +56,7 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
 
     L = config.launch_config(D, getattr(torch, dtype))
     kernel = {"rowmax_kernel": "rowmax", "output_kernel": "output", "dq_kernel": "dq",
-              "dkdv_kernel": "dkdv"}.get(fn.fn.__name__, "split" if state else "")
+              "dkdv_kernel": "dkdv"}.get(fn.fn.__name__, "split" if state else "tau")
     meta = dict(D=D, BLOCK_D=config.block_d(D), BLOCK_M=L.BLOCK_M, BLOCK_N=L.BLOCK_N, KIND=kind, CAUSAL=causal,
                 HAS_KPM=kpm, IS_VARLEN=varlen, PREC="ieee" if dtype == "float32" else None, RG=L.ROW_GROUP,
                 MAX_ITERS=config.MAX_ITERS_EXACT, KCHUNK=config.KCHUNK, NEED_STATS=need_stats,

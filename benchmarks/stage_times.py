@@ -134,6 +134,20 @@ if __name__ == "__main__":
                 print(f"D={D} N={N} B={B} {inputs} split={split}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
                       flush=True)
         sys.exit(0)
+    # `stage_times.py tausplit`: every τ launch by blocks as two 4-warp programs per tile-map block (config.Launch
+    # tau_split: each sweeps its own 64 rows' candidate tiles; a half block whose rows are done skips its sweep)
+    # against one 8-warp program; split 1 measured again at the end (drift). sm_90 offline: one-sweep launches
+    # D64 121-127 -> 128 registers, D128 122-125 -> 125-128, no spills
+    if sys.argv[1:2] == ["tausplit"]:
+        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
+                                (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered"),
+                                (64, 4096, 8, "clustered")]:
+            for split in (1, 2, 1):
+                with launch_fields(tau_split=split):
+                    t, cand = stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} tau_split={split}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
+                      flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)

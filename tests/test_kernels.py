@@ -479,19 +479,25 @@ def test_large_scale_gradients():
     _check(q, k, v, _run(q, k, v, **kw), **kw)
 
 
+@pytest.mark.parametrize("tau_mode", ["fused", "split"])
 @pytest.mark.parametrize("split", [1, 2])
 @pytest.mark.parametrize("alpha", [1.5, 1.3, "per-head"])
-def test_block_split_matches_oracle(monkeypatch, alpha, split):
-    """config.Launch's rowmax_split, output_split and dq_split (2: two programs per tile-map block, each over
-    its own rows, writing its own row groups' map rows (pass 1) or judging tiles by them into its own slot of
-    the list buffer (output, dq); 1: one program per block, the fp32 / D > 128 launch): output and gradients
-    within the tolerance rule with bottom-right causal masking (Nq < Nk), padded keys, GQA, a ragged last
-    block, and dα for per-head α (the two-sweep dq)."""
+def test_block_split_matches_oracle(monkeypatch, alpha, split, tau_mode):
+    """config.Launch's rowmax_split, tau_split, output_split and dq_split (2: two programs per tile-map block,
+    each over its own rows, writing its own row groups' map rows (pass 1, the τ pass's sweep 0) and τ_min
+    entries (τ pass) or judging tiles by them into its own slot of the list buffer (τ, output, dq); 1: one
+    program per block, the fp32 / D > 128 launch), with the τ pass fused or split into one launch per sweep
+    (config.TAU_SPLIT, gathered stragglers from sweep 1 on): output and gradients within the tolerance rule
+    with bottom-right causal masking (Nq < Nk), padded keys, GQA, a ragged last block, and dα for per-head α
+    (the two-sweep dq)."""
     import dataclasses
 
     base = config.launch_config
-    fields = dict(rowmax_split=split, output_split=split, dq_split=split)
+    fields = dict(rowmax_split=split, tau_split=split, output_split=split, dq_split=split)
     monkeypatch.setattr(config, "launch_config", lambda d, dt: dataclasses.replace(base(d, dt), **fields))
+    if tau_mode == "split":
+        monkeypatch.setattr(config, "TAU_SPLIT", "always")
+        monkeypatch.setattr(config, "TAU_GATHER_FROM", 1)
     q, k, v = rand_qkv(1, 4, 2, 37, 53, 16, device=DEV)
     # rows attend to one key tile each (the interpreter's 16-key tiles, 8-row halves of 16-row blocks), chosen so
     # that the two halves of a block need different tiles: a half judged by the other half's row groups misses
@@ -521,3 +527,38 @@ def test_dq_two_sweeps_matches_oracle(monkeypatch, alpha):
         alpha = torch.tensor([1.0, 1.5, 1.7, 2.0], device=DEV, requires_grad=True)
     kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm)
     _check(q, k, v, _run(q, k, v, **kw), **kw)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
+def test_tau_split_matches_unsplit(monkeypatch, alpha):
+    """config.Launch.tau_split = 2 (each τ program sweeps the tiles of its own half block's row groups) gives the
+    unsplit pass's support and, within float32 rounding, its τ and output, fused or as one launch per sweep:
+    a half block visits a subset of the block's tiles, and the skipped tiles' scores lie below τ (they change
+    the distance min |x - τ| that the acceptance test reads, not the sums)."""
+    import dataclasses
+
+    q, k, v = rand_qkv(2, 3, 1, 45, 70, 16, device=DEV)
+    q[1, 2, 5] *= 25.0  # a peaked row
+    kpm = torch.rand(2, 70, device=DEV) > 0.25
+    if alpha == "per-head":
+        alpha = torch.tensor([1.0, 1.5, 1.7], device=DEV)  # a softmax head among entmax heads
+    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True, backend="triton")
+    base = config.launch_config
+    res = {}
+    for ts in (1, 2):
+        monkeypatch.setattr(config, "launch_config",
+                            lambda d, dt, ts=ts: dataclasses.replace(base(d, dt), tau_split=ts))
+        for mode, gather_from in (("never", None), ("always", None), ("always", 1)):
+            monkeypatch.setattr(config, "TAU_SPLIT", mode)
+            monkeypatch.setattr(config, "TAU_GATHER_FROM", gather_from)
+            res[ts, mode, gather_from] = entflash.entmax_attention(q, k, v, **kw)
+    ref = oracle(q, k, v, alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True)
+    for key in [key for key in res if key[0] == 2]:
+        a, b = res[(1,) + key[1:]], res[key]
+        assert torch.equal(torch.isfinite(a.tau), torch.isfinite(b.tau))
+        fin = torch.isfinite(a.tau)
+        assert ((a.tau[fin] - b.tau[fin]).abs() <= 1e-6 * a.tau[fin].abs().clamp(min=1.0)).all(), key
+        assert torch.equal(a.support, b.support), key
+        assert (a.out - b.out).abs().max() < 1e-6, key
+        assert torch.equal(b.support.cpu(), ref.support)
+        assert (b.out.double().cpu() - ref.out).abs().max() < 1e-4

@@ -145,9 +145,10 @@ def forward_buffers(geo, q, v, need_stats, split=False):
     map_shape, taumin_shape = geo.map_shapes()
     tmax = torch.full(map_shape, float("-inf"), dtype=torch.bfloat16, device=dev)
     taumin = _new(taumin_shape, torch.float32, dev)
-    # scratch tile lists: the τ pass's one per block, the output pass's one per program (output_split per block)
-    lists = torch.empty((geo.B * geo.H, geo.n_qblk * geo.launch.output_split, geo.n_kblk), dtype=torch.int32,
-                        device=dev)
+    # scratch tile lists: one per program of the τ and output passes (tau_split / output_split per block; the
+    # gathered sweeps use one per block)
+    lists = torch.empty((geo.B * geo.H, geo.n_qblk * max(geo.launch.tau_split, geo.launch.output_split),
+                         geo.n_kblk), dtype=torch.int32, device=dev)
     state = _new((4,) + geo.stat_shape(), torch.float32, dev) if split else _dummy(dev)
     # the split pass's gathered unfinished rows (stragglers.py): indices per (batch, head) and their count
     gather = split and config.TAU_GATHER_FROM is not None
@@ -193,9 +194,11 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
             **_stages(g, "rowmax"), **_regcap("rowmax", L.rowmax_maxnreg))
 
     def tau_launch(first, n_loop, cap, kernel="tau"):
-        tau_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
-                         MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, FIRST=first, STATE=split,
-                         N_LOOP=n_loop, W=config.sweep_margin(g.kind), **_stages(g, kernel), **cap)
+        ts = g.launch.tau_split
+        tau_kernel[(g.n_qblk * ts, g.B * g.H)](
+            q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
+            MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, FIRST=first, STATE=split, N_LOOP=n_loop,
+            W=config.sweep_margin(g.kind), SPLIT=ts, **_stages(g, kernel), **cap)
 
     def gather_launches(n_loop):
         """Gather the unfinished rows, sweep them (n_loop sweeps at most), then write τ and τ_min from the state

@@ -132,6 +132,8 @@ class Launch:
     # program with num_warps // split warps
     rowmax_split: int = 1
     output_split: int = 1
+    # and for every τ launch by blocks (fused, one-sweep and final; not the gathered stragglers' sweeps)
+    tau_split: int = 1
 
     def pipeline_stages(self, kernel: str) -> int:
         """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep
@@ -140,8 +142,10 @@ class Launch:
         return own or self.num_stages
 
     def split(self, kernel: str) -> int:
-        """Programs per tile-map block of a launch ("rowmax", "output", "dq"; 1 for the others)."""
-        return {"rowmax": self.rowmax_split, "output": self.output_split, "dq": self.dq_split}.get(kernel, 1)
+        """Programs per tile-map block of a launch ("rowmax", "tau" and "split" (the τ launches by blocks),
+        "output", "dq"; 1 for the others)."""
+        return {"rowmax": self.rowmax_split, "tau": self.tau_split, "split": self.tau_split,
+                "output": self.output_split, "dq": self.dq_split}.get(kernel, 1)
 
     def kernel_warps(self, kernel: str) -> int:
         """num_warps of a launch: the kernel's own knob ("dkdv": dkdv_warps, "dq": dq_warps) when set, else

@@ -407,22 +407,28 @@ def tau_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, MAX_ITERS: tl.constexpr, KCHUNK: tl.constexpr,
-    FIRST: tl.constexpr, STATE: tl.constexpr, N_LOOP: tl.constexpr, W: tl.constexpr,
+    FIRST: tl.constexpr, STATE: tl.constexpr, N_LOOP: tl.constexpr, W: tl.constexpr, SPLIT: tl.constexpr = 1,
 ):
     """The τ pass. Fused (FIRST, not STATE): sweep 0 and up to N_LOOP = MAX_ITERS - 1 further sweeps in one
     launch. Split (STATE): the iteration's per-row state (iterate, bracket, accepted root) is kept in ST
     (4 planes of sst floats) between launches: the launch with FIRST runs sweep 0, each later launch up to
     N_LOOP more sweeps for the blocks that still have unfinished rows (others only rewrite their results).
     A kernel with a loop over sweeps needs ~250 registers on sm_90, one sweep ~128: two programs per SM
-    instead of one (NOTES run 14)."""
-    pid_m = query_block_id(n_qblk, CAUSAL)
+    instead of one (NOTES run 14).
+    SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block: it sweeps the tiles its own row groups
+    need (their map rows, τ_min entries and its own slot of LISTS), so that the pass can run as smaller programs
+    of the same per-thread work and a half block whose rows are done skips its sweeps."""
+    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
+    pid_m = pid // SPLIT
+    sub = pid % SPLIT
+    BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
-    start_m = pid_m * BLOCK_M
+    start_m = pid * BM
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
-            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BLOCK_M, BLOCK_N,
+            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BM, BLOCK_N,
             BLOCK_D, CAUSAL)
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
@@ -431,11 +437,13 @@ def tau_kernel(
         m_safe = safe_max(m)
         if FIRST:
             q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-        NG: tl.constexpr = BLOCK_M // RG
+        NGB: tl.constexpr = BLOCK_M // RG
+        NG: tl.constexpr = BM // RG  # this program's row groups
         offs_g = tl.arange(0, NG)
-        map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
-        tmax_row = TMAX + map_off
-        tlist = LISTS + list_off
+        map_off, taumin_off, _list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NGB)
+        tmax_row = TMAX + map_off + sub * NG * n_kblk
+        taumin_off += sub * NG
+        tlist = LISTS + ((pid_bh.to(tl.int64) * n_qblk + pid_m) * SPLIT + sub) * n_kblk
         n_tiles = tl.cdiv(hi, BLOCK_N)
         INF: tl.constexpr = float("inf")
         if KIND == 0:
@@ -449,14 +457,14 @@ def tau_kernel(
             # later launches find the result final and only rewrite it)
             tau_min = tl.full([NG], float("-inf"), tl.float32)  # softmax: no tile is skipped
             if FIRST:
-                lsum_h = tl.zeros([BLOCK_M, BLOCK_N // 4], tl.float32)
+                lsum_h = tl.zeros([BM, BLOCK_N // 4], tl.float32)
                 count = block_tile_list(tmax_row, n_kblk, tau_min, n_tiles, tlist, False, KCHUNK, NG)
                 for i in range(0, count):
                     start_n = tl.load(tlist + i) * BLOCK_N
                     offs_n = start_n + offs_n0
                     _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
-                                      m_safe, kpm_row, D, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, PREC)
-                    lsum_h += fold_sum(tl.exp2(x), BLOCK_M, BLOCK_N)
+                                      m_safe, kpm_row, D, BM, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                    lsum_h += fold_sum(tl.exp2(x), BM, BLOCK_N)
                 lsum = tl.sum(lsum_h, 1)
                 tau = tl.where(valid, tl.log2(tl.where(valid, lsum, 1.0)), INF)
             else:
@@ -469,7 +477,7 @@ def tau_kernel(
                 tau = m_safe - 1.0
                 lb = tl.load(TAU + stat_off + offs_m, mask=rmask, other=0.0)
                 tau = tl.where((lb > tau) & (lb < m_safe), lb, tau)
-                res = tl.full([BLOCK_M], INF, tl.float32)
+                res = tl.full([BM], INF, tl.float32)
                 done = ~valid
                 lo = tau
                 hi_b = m_safe
@@ -478,10 +486,10 @@ def tau_kernel(
                 # the group's max of (x - m_i) and clears the others, so later tests are per row
                 if tl.sum(valid.to(tl.int32), 0) > 0:
                     # tile candidacy from the lower bound (pass 1's map is in score units)
-                    thr = group_reduce_min(tl.where(valid, tau, INF), BLOCK_M, RG)
+                    thr = group_reduce_min(tl.where(valid, tau, INF), BM, RG)
                     c0, c1, c2, dmin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk,
                                                    skn, qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
-                                                   n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
+                                                   n_kblk, offs_g, D, BM, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, True, NG)
                     tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, valid, tau, m_safe, lo, hi_b, res, done,
                                                         inv_a, KIND, 0.0)
@@ -496,10 +504,10 @@ def tau_kernel(
                 if n_todo > 0:
                     if not FIRST:  # a later split launch loads q only when its block has work left
                         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-                    thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe) - W, INF), BLOCK_M, RG)
+                    thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe) - W, INF), BM, RG)
                     c0, c1, c2, dmin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
                                                    qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
-                                                   n_kblk, offs_g, D, BLOCK_M, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
+                                                   n_kblk, offs_g, D, BM, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
                                                    PREC, KCHUNK, False, NG)
                     tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, todo, tau, m_safe, lo, hi_b, res, done,
                                                         inv_a, KIND, W)
@@ -509,7 +517,7 @@ def tau_kernel(
             # split pass writes the results as they stand, so the last one leaves them final
             tau = tl.where(valid & ~done, tau - m_safe, res)
             tau = tl.where(valid, tau, INF)
-            tau_min = group_reduce_min(tl.where(valid, rel_margin(tau), INF), BLOCK_M, RG)
+            tau_min = group_reduce_min(tl.where(valid, rel_margin(tau), INF), BM, RG)
         tau = tl.where(m != m, float("nan"), tau)  # NaN / +inf scores: the row is NaN
         tl.store(TAU + stat_off + offs_m, tau, mask=rmask)
         tl.store(TAUMIN + taumin_off + offs_g, tau_min)
