@@ -62,6 +62,22 @@ def bwd_stages(D, inputs, causal=True, N=16384, B=2, H=16, alpha=1.5):
     return round(t1, 3), round(t12 - t1, 3)
 
 
+# the cases of the split-program comparisons (and bwdall): where the random backward trails AdaSplash-2's (N4k)
+# and the clustered targets (N16k), at both head dims
+SPLIT_CASES = [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
+               (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered")]
+
+
+def forward_split_times(cases, fields):
+    """Forward stage times with the config.Launch split knobs `fields` at 1, 2 and 1 again (drift control)."""
+    for D, N, B, inputs in cases:
+        for split in (1, 2, 1):
+            with launch_fields(**{f: split for f in fields}):
+                t, cand = stages(D, inputs, N=N, B=B)
+            print(f"D={D} N={N} B={B} {inputs} {'/'.join(fields)}={split}: pass1 {t[0]} ms, tau {t[1]} ms, "
+                  f"out {t[2]} ms", flush=True)
+
+
 if __name__ == "__main__":
     # `stage_times.py n 4096`: forward stages and backward kernels at another N (B = 32768 / N, the bench's
     # token count), D64 causal, both inputs: where a short-sequence case loses (run 33: N4k random f+b 1.21x
@@ -89,14 +105,14 @@ if __name__ == "__main__":
     # `stage_times.py bwdall`: the backward's two kernels at the cases where the random backward trails
     # AdaSplash-2's (run 40 / run 49) and the clustered ones of the targets
     if sys.argv[1:2] == ["bwdall"]:
-        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
-                                (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered")]:
+        for D, N, B, inputs in SPLIT_CASES:
             t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
             print(f"D={D} N={N} B={B} {inputs}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
     # `stage_times.py dkdvw`: the dk/dv kernel as 4-warp programs (two per SM, no barrier between warpgroups)
-    # against the 8-warp default before run 52 (now (1, 32, 4)), by (key tiles per program, query rows per chunk, warps); sm_90 offline: D64
-    # (1, 64, 4) 251 registers, (1, 32, 4) 235, no spills (two programs per SM); D128 (1, 32, 4) 208 bytes of stack
+    # against the 8-warp default before run 52 (now (1, 32, 4)), by (key tiles per program, query rows per chunk,
+    # warps); sm_90 offline: D64 (1, 64, 4) 251 registers, (1, 32, 4) 235, no spills (two programs per SM); D128
+    # (1, 32, 4) 208 bytes of stack
     if sys.argv[1:2] == ["dkdvw"]:
         for D, N, B, inputs, variants in [
                 (64, 4096, 8, "random", [(2, 64, 8), (1, 64, 4), (1, 32, 4)]),
@@ -112,8 +128,7 @@ if __name__ == "__main__":
     # its own row groups' tile list) against one 8-warp program; sm_90 offline at D64: 128 registers + 120 bytes
     # of stack at the 128 cap (today's 8-warp kernel: 112), 173 uncapped; D128 uncapped 255 + 88 (today 255 + 96)
     if sys.argv[1:2] == ["dqsplit"]:
-        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
-                                (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered")]:
+        for D, N, B, inputs in SPLIT_CASES:
             variants = [(1, "default"), (2, 128), (2, None)] if D == 64 else [(1, "default"), (2, None)]
             for split, cap in variants:
                 fields = dict(dq_split=split) if cap == "default" else dict(dq_split=split, dq_maxnreg=cap)
@@ -126,27 +141,14 @@ if __name__ == "__main__":
     # rowmax_split / output_split, each over 64 of the block's 128 rows with num_warps // 2 warps) against one;
     # the τ pass is the same kernel in both (a control for drift), split 1 measured again at the end
     if sys.argv[1:2] == ["fwdsplit"]:
-        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
-                                (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered")]:
-            for split in (1, 2, 1):
-                with launch_fields(rowmax_split=split, output_split=split):
-                    t, cand = stages(D, inputs, N=N, B=B)
-                print(f"D={D} N={N} B={B} {inputs} split={split}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
-                      flush=True)
+        forward_split_times(SPLIT_CASES, ("rowmax_split", "output_split"))
         sys.exit(0)
     # `stage_times.py tausplit`: every τ launch by blocks as two 4-warp programs per tile-map block (config.Launch
     # tau_split: each sweeps its own 64 rows' candidate tiles; a half block whose rows are done skips its sweep)
     # against one 8-warp program; split 1 measured again at the end (drift). sm_90 offline: one-sweep launches
     # D64 121-127 -> 128 registers, D128 122-125 -> 125-128, no spills
     if sys.argv[1:2] == ["tausplit"]:
-        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
-                                (128, 4096, 8, "random"), (128, 16384, 2, "random"), (128, 16384, 2, "clustered"),
-                                (64, 4096, 8, "clustered")]:
-            for split in (1, 2, 1):
-                with launch_fields(tau_split=split):
-                    t, cand = stages(D, inputs, N=N, B=B)
-                print(f"D={D} N={N} B={B} {inputs} tau_split={split}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
-                      flush=True)
+        forward_split_times(SPLIT_CASES + [(64, 4096, 8, "clustered")], ("tau_split",))
         sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:

@@ -228,6 +228,18 @@ def test_tau_exact_on_dense_rows(alpha):
     assert (res.out.double().cpu() - ref.out).abs().max() < 1e-4
 
 
+def _tau_pass_inputs(alpha):
+    """(q, k, v, α, key padding mask, call kwargs with stats) for the τ pass variant tests: causal, GQA-free, a
+    peaked row, padded keys; "per-head" puts a softmax head among entmax heads."""
+    q, k, v = rand_qkv(2, 3, 1, 45, 70, 16, device=DEV)
+    q[1, 2, 5] *= 25.0  # a peaked row
+    kpm = torch.rand(2, 70, device=DEV) > 0.25
+    if alpha == "per-head":
+        alpha = torch.tensor([1.0, 1.5, 1.7], device=DEV)
+    return q, k, v, alpha, kpm, dict(alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True,
+                                     backend="triton")
+
+
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
 def test_split_tau_pass_matches_fused(monkeypatch, alpha):
     """config.TAU_SPLIT: the τ pass as one launch per sweep (state kept in memory between launches) gives the
@@ -235,12 +247,7 @@ def test_split_tau_pass_matches_fused(monkeypatch, alpha):
     the unfinished rows gathered (config.TAU_GATHER_FROM; from sweep 1 on, so that most rows take that path)
     visits other tiles beside each row's own candidates, whose scores add exact zeros to the sums but can
     change which iterate is accepted: equal within float32 rounding, not bit for bit."""
-    q, k, v = rand_qkv(2, 3, 1, 45, 70, 16, device=DEV)
-    q[1, 2, 5] *= 25.0  # a peaked row
-    kpm = torch.rand(2, 70, device=DEV) > 0.25
-    if alpha == "per-head":
-        alpha = torch.tensor([1.0, 1.5, 1.7], device=DEV)  # a softmax head among entmax heads
-    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True, backend="triton")
+    q, k, v, alpha, kpm, kw = _tau_pass_inputs(alpha)
     res = {}
     default = config.TAU_GATHER_FROM  # the library's setting (2): gathering after the second sweep
     for mode, gather_from in (("never", None), ("always", None), ("always", 1), ("always", default)):
@@ -537,12 +544,7 @@ def test_tau_split_matches_unsplit(monkeypatch, alpha):
     the distance min |x - τ| that the acceptance test reads, not the sums)."""
     import dataclasses
 
-    q, k, v = rand_qkv(2, 3, 1, 45, 70, 16, device=DEV)
-    q[1, 2, 5] *= 25.0  # a peaked row
-    kpm = torch.rand(2, 70, device=DEV) > 0.25
-    if alpha == "per-head":
-        alpha = torch.tensor([1.0, 1.5, 1.7], device=DEV)  # a softmax head among entmax heads
-    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True, backend="triton")
+    q, k, v, alpha, kpm, kw = _tau_pass_inputs(alpha)
     base = config.launch_config
     res = {}
     for ts in (1, 2):

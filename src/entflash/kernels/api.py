@@ -83,8 +83,9 @@ class _Geom:
         """Shapes of the tile map (per row group and key tile) and of τ_min (per row group)."""
         return (self.B * self.H, self.n_qgrp, self.n_kblk), (self.B * self.H, self.n_qgrp)
 
-    def grid_q(self):
-        return (self.n_qblk, self.B * self.H)
+    def grid_q(self, split=1):
+        """The grid of a query-block launch whose blocks run as `split` programs each (config.Launch.split)."""
+        return (self.n_qblk * split, self.B * self.H)
 
     def bind(self, alpha_t, alpha_f, kpm, cu_q, cu_k, causal, device):
         """Set the per-call arguments every kernel of the forward and the backward takes."""
@@ -180,7 +181,6 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count = bufs
     sq, sk, sv, so = g.strides(q), g.strides(k), g.strides(v), g.strides(out)
     common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
-    grid = g.grid_q()
     if max_iters is None:
         max_iters = config.MAX_ITERS_GENERAL if g.kind == config.KIND_GENERAL else config.MAX_ITERS_EXACT
     split = state.numel() > 1 and split_tau(g, g.kind)
@@ -189,13 +189,13 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     def pass1():
         # pass 1 writes the τ pass's lower bound into tau (α = 1.5 / 2); the τ pass overwrites it
         L = g.launch
-        rowmax_kernel[(g.n_qblk * L.rowmax_split, g.B * g.H)](
+        rowmax_kernel[g.grid_q(L.rowmax_split)](
             q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, NEG_SCALE=scale < 0, SPLIT=L.rowmax_split,
             **_stages(g, "rowmax"), **_regcap("rowmax", L.rowmax_maxnreg))
 
     def tau_launch(first, n_loop, cap, kernel="tau"):
         ts = g.launch.tau_split
-        tau_kernel[(g.n_qblk * ts, g.B * g.H)](
+        tau_kernel[g.grid_q(ts)](
             q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
             MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, FIRST=first, STATE=split, N_LOOP=n_loop,
             W=config.sweep_margin(g.kind), SPLIT=ts, **_stages(g, kernel), **cap)
@@ -211,7 +211,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
                                       CHUNK=config.GATHER_CHUNK, num_warps=4)
 
         def sweeps():
-            tau_gather_kernel[grid](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, lists, state, rows, rows_count,
+            tau_gather_kernel[g.grid_q()](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, lists, state, rows, rows_count,
                                     *common, sst, g.Nq, N_LOOP=n_loop, KC=config.GATHER_KC,
                                     W=config.sweep_margin(g.kind), **g.meta,
                                     **_regcap("tau"))
@@ -239,7 +239,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     tau_pass.launches = tau_launches  # one callable per launch (benchmarks/tau_launches.py times them)
 
     def output_pass():
-        output_kernel[(g.n_qblk * g.launch.output_split, g.B * g.H)](
+        output_kernel[g.grid_q(g.launch.output_split)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists, out, supp,
             *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk,
             float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, SPLIT=g.launch.output_split,
@@ -290,7 +290,7 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
     L = g.launch
 
     def dq_pass():
-        dq_kernel[(g.n_qblk * L.dq_split, g.B * g.H)](
+        dq_kernel[g.grid_q(L.dq_split)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_q, do, delta, tau_abs, dq, da_rows,
             o, *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
             ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, SPLIT=L.dq_split, **_stages(g, "dq"),

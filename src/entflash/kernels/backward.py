@@ -31,10 +31,10 @@ import triton
 import triton.language as tl
 
 from .common import (
-    dalpha_probs,
+    block_part, dalpha_probs,
     fold_sum, grad_terms, grad_weights_y, head_alpha, load_cols, load_rows, mask_scores_b, needs_mask,
     probs_y,
-    program_ids, query_block, query_block_id, row_offset, score_tile, tile_list, visited_tiles,
+    program_ids, query_block, row_offset, score_tile, tile_list, visited_tiles,
 )
 
 
@@ -74,9 +74,7 @@ def dq_kernel(
     dq = scale (A - (δ - δ̂) B) once δ is known at the end.
     SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block (its own row groups' tile list), so that
     the kernel can run as smaller programs (one warpgroup each) of the same per-thread work."""
-    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
-    pid_m = pid // SPLIT
-    sub = pid % SPLIT
+    pid, pid_m, sub = block_part(n_qblk, SPLIT, CAUSAL)
     BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)

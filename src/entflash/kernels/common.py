@@ -40,6 +40,15 @@ def query_block_id(n_qblk, CAUSAL: tl.constexpr):
 
 
 @triton.jit
+def block_part(n_qblk, SPLIT: tl.constexpr, CAUSAL: tl.constexpr):
+    """A query-block program's place when each tile-map block runs as SPLIT programs (config.Launch.split): its
+    index among the n_qblk · SPLIT parts (its rows start at that index times BLOCK_M // SPLIT), its tile-map
+    block and its part of that block (block_offsets)."""
+    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
+    return pid, pid // SPLIT, pid % SPLIT
+
+
+@triton.jit
 def program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN: tl.constexpr):
     """(b, h, kv head, first query row, query length, first key row, key length) of a (batch, head) program."""
     b = pid_bh // H
@@ -317,11 +326,13 @@ def load_cols(PTR, offs_n, offs_d, Lk, stride_n, D: tl.constexpr):
 
 
 @triton.jit
-def block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG: tl.constexpr):
-    """int64 offsets, for query block pid_m of (batch, head) pid_bh, of its first tile-map row (it owns NG rows
-    of n_kblk entries, one per row group), of its NG τ_min entries and of its tile list (n_kblk entries)."""
+def block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG: tl.constexpr, SPLIT: tl.constexpr = 1, sub=0):
+    """int64 offsets, for part `sub` of the SPLIT equal parts of query block pid_m of (batch, head) pid_bh (the
+    whole block when SPLIT = 1; block_part), of its first tile-map row (it owns NG rows of n_kblk entries, one per
+    row group), of its NG τ_min entries and of its tile list (n_kblk entries; SPLIT lists per block)."""
     blk = pid_bh.to(tl.int64) * n_qblk + pid_m
-    return blk * NG * n_kblk, blk * NG, blk * n_kblk
+    map_off = blk * (NG * SPLIT) * n_kblk + sub * NG * n_kblk
+    return map_off, blk * (NG * SPLIT) + sub * NG, (blk * SPLIT + sub) * n_kblk
 
 
 @triton.jit
@@ -436,12 +447,10 @@ def visited_tiles(TAU, M, TMAX, TAUMIN, LISTS, stat_off, offs_m, rmask, pid_bh, 
     (SPLIT slots per block)."""
     tau = tl.load(TAU + stat_off + offs_m, mask=rmask, other=float("inf"))
     m = row_max(M, stat_off + offs_m, rmask)
-    NG: tl.constexpr = BLOCK_M // RG
-    NGS: tl.constexpr = NG // SPLIT
-    map_off, taumin_off, _ = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)
-    thr = tl.load(TAUMIN + taumin_off + sub * NGS + tl.arange(0, NGS))
-    tlist = LISTS + ((pid_bh.to(tl.int64) * n_qblk + pid_m) * SPLIT + sub) * n_kblk
-    count = block_tile_list(TMAX + map_off + sub * NGS * n_kblk, n_kblk, thr, tl.cdiv(hi, BLOCK_N), tlist, False,
-                            KCHUNK, NGS)
+    NG: tl.constexpr = BLOCK_M // RG // SPLIT  # this program's row groups
+    map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG, SPLIT, sub)
+    thr = tl.load(TAUMIN + taumin_off + tl.arange(0, NG))
+    tlist = LISTS + list_off
+    count = block_tile_list(TMAX + map_off, n_kblk, thr, tl.cdiv(hi, BLOCK_N), tlist, False, KCHUNK, NG)
     return tau, m, tlist, count
 

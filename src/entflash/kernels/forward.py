@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .common import (
-    fold_sum, head_alpha, load_rows, probs, program_ids, query_block, query_block_id, row_offset, score_tile,
+    block_part, fold_sum, head_alpha, load_rows, probs, program_ids, query_block, row_offset, score_tile,
     visited_tiles,
 )
 
@@ -29,9 +29,7 @@ def output_kernel(
 ):
     """The output pass: o = Σ p v / Σ p over the block's listed tiles (visited_tiles), and the support sizes.
     SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block and its own row groups' tile list."""
-    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
-    pid_m = pid // SPLIT
-    sub = pid % SPLIT
+    pid, pid_m, sub = block_part(n_qblk, SPLIT, CAUSAL)
     BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)

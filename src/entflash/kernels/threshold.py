@@ -52,8 +52,9 @@ import triton.language as tl
 
 from . import config
 from .common import (
-    max_nan, block_offsets, block_tile_list, fold_max4, fold_min, fold_sum, group_reduce_max, group_reduce_min,
-    head_alpha, load_cols, load_rows, map_value, mask_tile, program_ids, query_block, query_block_id, row_offset,
+    max_nan, block_offsets, block_part, block_tile_list, fold_max4, fold_min, fold_sum, group_reduce_max,
+    group_reduce_min,
+    head_alpha, load_cols, load_rows, map_value, mask_tile, program_ids, query_block, row_offset,
     safe_max, score_tile,
 )
 
@@ -154,9 +155,7 @@ def rowmax_kernel(
     """Pass 1: row maxima (M), the tile map (TMAX) and, for entmax, the τ pass's lower bound (top_bound or
     top_bound_general, into TAU0). SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block (and
     their row groups' map rows), so that the pass can run as smaller programs of the same per-thread work."""
-    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
-    pid_m = pid // SPLIT
-    sub = pid % SPLIT
+    pid, pid_m, sub = block_part(n_qblk, SPLIT, CAUSAL)
     BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -168,12 +167,11 @@ def rowmax_kernel(
             BLOCK_D, CAUSAL)
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         m = tl.full([BM], float("-inf"), tl.float32)
-        NG: tl.constexpr = BLOCK_M // RG
-        NGS: tl.constexpr = BM // RG
-        offs_g = tl.arange(0, NGS)
-        # map rows of this program's NGS row groups; tiles past the causal bound keep the host's -inf
-        map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
-        tmax_row = TMAX + map_off + (sub * NGS + offs_g) * n_kblk
+        NG: tl.constexpr = BM // RG
+        offs_g = tl.arange(0, NG)
+        # map rows of this program's NG row groups; tiles past the causal bound keep the host's -inf
+        map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG, SPLIT, sub)[0]
+        tmax_row = TMAX + map_off + offs_g * n_kblk
         # entmax kinds: each thread's four largest partial maxima (fold_max4: per tile, the maxima of four column
         # subsets, those of a thread in the MMA layout), (BM, 4) each: 16 different scores per row for top_bound
         BOUND: tl.constexpr = KIND != 0
@@ -418,9 +416,7 @@ def tau_kernel(
     SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block: it sweeps the tiles its own row groups
     need (their map rows, τ_min entries and its own slot of LISTS), so that the pass can run as smaller programs
     of the same per-thread work and a half block whose rows are done skips its sweeps."""
-    pid = query_block_id(n_qblk * SPLIT, CAUSAL)
-    pid_m = pid // SPLIT
-    sub = pid % SPLIT
+    pid, pid_m, sub = block_part(n_qblk, SPLIT, CAUSAL)
     BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
     b, h, hk, qs, Lq, ks, Lk = program_ids(pid_bh, H, G, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -437,13 +433,11 @@ def tau_kernel(
         m_safe = safe_max(m)
         if FIRST:
             q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
-        NGB: tl.constexpr = BLOCK_M // RG
         NG: tl.constexpr = BM // RG  # this program's row groups
         offs_g = tl.arange(0, NG)
-        map_off, taumin_off, _list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NGB)
-        tmax_row = TMAX + map_off + sub * NG * n_kblk
-        taumin_off += sub * NG
-        tlist = LISTS + ((pid_bh.to(tl.int64) * n_qblk + pid_m) * SPLIT + sub) * n_kblk
+        map_off, taumin_off, list_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG, SPLIT, sub)
+        tmax_row = TMAX + map_off
+        tlist = LISTS + list_off
         n_tiles = tl.cdiv(hi, BLOCK_N)
         INF: tl.constexpr = float("inf")
         if KIND == 0:
