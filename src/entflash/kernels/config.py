@@ -160,10 +160,10 @@ class Launch:
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     if interpreting():
-        # output_split=2 and dq_split=2 as on the GPU at D <= 64 (each program owns one 8-row group), so that
-        # CPU tests run the default path
+        # tau_split=2, output_split=2 and dq_split=2 as on the GPU at D <= 64 (each program owns one 8-row
+        # group), so that CPU tests run the default path
         return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, dkdv_kpp=2, dkdv_qc=8,
-                      output_split=2, dq_split=2)
+                      output_split=2, dq_split=2, tau_split=2)
     if dtype == torch.float32 or head_dim > 128:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
@@ -193,7 +193,12 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
                   # 0.201 ms, random N16k 2.61 -> 2.74, N4k 0.77 -> 0.78; at D128 slower (random N16k 4.18 -> 5.80,
                   # clustered 0.247 -> 0.256: two 4-warp programs of 82 KB per SM hold half the warps). Pass 1
                   # slower at both (D64 1.55 -> 1.66, D128 2.51 -> 2.60): kept at 1
-                  output_split=2 if head_dim <= 64 else 1)
+                  output_split=2 if head_dim <= 64 else 1,
+                  # run 59 (stage_times.py tausplit, split 1 -> 2, τ pass ms): clustered D64 N16k 1.15 -> 0.92, N4k
+                  # 0.75 -> 0.57, D128 N16k 0.95-1.11 -> 0.82; random D64 N4k 1.70 -> 1.64, N16k 5.53 -> 5.54,
+                  # D128 N4k 2.14 -> 2.05, N16k 7.05 -> 7.20 (noise: the two split-1 readings differ by 2%). The
+                  # clustered output pass also fell (D64 N16k 0.22 -> 0.15: the halves' own τ_min admit fewer tiles)
+                  tau_split=2)
 
 
 def block_d(head_dim: int) -> int:
