@@ -137,6 +137,20 @@ if __name__ == "__main__":
                 print(f"D={D} N={N} B={B} {inputs} dq_split={split} cap={cap}: dq {t_dq} ms, dkdv {t_dkdv} ms",
                       flush=True)
         sys.exit(0)
+    # `stage_times.py dqfull`: the one-sweep dq over whole 64-key tiles (config.Launch.dq_full_tiles: score MMAs
+    # N = 64 wide) against two 32-key halves, under register caps; sm_90 offline (split 2, 4 warps): D64 halves
+    # 128 + 120 bytes of stack at the cap (173 uncapped), whole tiles 128 + 312 (254 uncapped); D128 255 + 88 ->
+    # 255 + 32
+    if sys.argv[1:2] == ["dqfull"]:
+        for D, N, B, inputs in SPLIT_CASES:
+            variants = [(False, 128), (True, 128), (True, 168), (True, None)] if D == 64 else [(False, None),
+                                                                                              (True, None)]
+            for full, cap in variants + variants[:1]:
+                with launch_fields(dq_full_tiles=full, dq_maxnreg=cap):
+                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} dq_full_tiles={full} cap={cap}: dq {t_dq} ms, dkdv {t_dkdv} ms",
+                      flush=True)
+        sys.exit(0)
     # `stage_times.py fwdsplit`: pass 1 and the output pass as two programs per tile-map block (config.Launch
     # rowmax_split / output_split, each over 64 of the block's 128 rows with num_warps // 2 warps) against one;
     # the τ pass is the same kernel in both (a control for drift), split 1 measured again at the end

@@ -66,7 +66,7 @@ def dq_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr, ONE_SWEEP: tl.constexpr,
-    SPLIT: tl.constexpr = 1,
+    SPLIT: tl.constexpr = 1, FULL_TILES: tl.constexpr = False,
 ):
     """dq (and δ, dα) of one query block. Two sweeps (δ first, then dq = scale Σ u (g - δ) k), or with ONE_SWEEP
     one: A = Σ u (g - δ̂) k and B = Σ u k with δ̂ = dO·o (the forward's output o: a weighted mean of the same g,
@@ -102,8 +102,10 @@ def dq_kernel(
         # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
         FOLD: tl.constexpr = BLOCK_D <= 64
         # ONE_SWEEP visits each 64-key tile as two 32-key halves: half the score-sized live tiles (registers)
-        # (and so do both sweeps of a per-head α's gradient, whose extra per-score terms spilled on full tiles)
-        TN: tl.constexpr = BLOCK_N // 2 if ONE_SWEEP or ALPHA_GRAD else BLOCK_N
+        # (and so do both sweeps of a per-head α's gradient, whose extra per-score terms spilled on full tiles);
+        # FULL_TILES (config.Launch.dq_full_tiles): whole tiles in the one sweep, for 64-row split programs
+        TN: tl.constexpr = BLOCK_N if FULL_TILES and not ALPHA_GRAD else (
+            BLOCK_N // 2 if ONE_SWEEP or ALPHA_GRAD else BLOCK_N)
         su_h = tl.zeros([BM, TN // 4], tl.float32)
         sug_h = tl.zeros([BM, TN // 4], tl.float32)
         if ALPHA_GRAD:

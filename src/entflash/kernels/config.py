@@ -128,6 +128,9 @@ class Launch:
     # their warps (0: num_warps // dq_split): the dk/dv kernel ran 9-22% faster as one-warpgroup programs (run 52)
     dq_split: int = 1
     dq_warps: int = 0
+    # the one-sweep dq over whole BLOCK_N-key tiles instead of two halves (backward.dq_kernel FULL_TILES): the
+    # halves keep the 8-warp program's registers down, but make the score MMAs N = 32 wide
+    dq_full_tiles: bool = False
     # the same split for pass 1 (threshold.rowmax_kernel) and the output pass (forward.output_kernel), each
     # program with num_warps // split warps
     rowmax_split: int = 1
