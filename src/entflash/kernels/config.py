@@ -101,7 +101,7 @@ class Launch:
     # programs share an SM (run 14: a sweep 5.6 -> 3.7 ms on random D64 N16k); None: no cap
     split_maxnreg: Optional[int] = None
     # the same for the dq kernel (run 16, D64: 178 -> 128 registers with 40 bytes of spills, backward on
-    # random inputs 16.9 -> 15.4 ms, clustered 1.65 -> 1.49 ms)
+    # random inputs 16.9 -> 15.4 ms, clustered 1.65 -> 1.49 ms; 168 since run 60's whole tiles)
     dq_maxnreg: Optional[int] = None
     # the same for pass 1 (threshold.rowmax_kernel): at D64 ptxas takes 83 registers for the top-4 tile maxima
     # (3 programs per SM, pass 1 1.59 -> 2.12 ms on the H200, run 21); capped at 64 it needs 60, no spills.
@@ -163,16 +163,21 @@ class Launch:
 
 def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
     if interpreting():
-        # tau_split=2, output_split=2 and dq_split=2 as on the GPU at D <= 64 (each program owns one 8-row
-        # group), so that CPU tests run the default path
+        # tau_split=2, output_split=2, dq_split=2 and dq_full_tiles as on the GPU at D <= 64 (each split
+        # program owns one 8-row group), so that CPU tests run the default path
         return Launch(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1, ROW_GROUP=8, dkdv_kpp=2, dkdv_qc=8,
-                      output_split=2, dq_split=2, tau_split=2)
+                      output_split=2, dq_split=2, tau_split=2, dq_full_tiles=True)
     if dtype == torch.float32 or head_dim > 128:
         return Launch(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     # 8 warps also at D = 64: run 2 measured D = 128 (8 warps) faster than D = 64 (4 warps), the
     # τ sweeps keep many per-row vectors live and 4 warps spill
     return Launch(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, split_maxnreg=128,
-                  dq_maxnreg=128 if head_dim <= 64 else None, rowmax_maxnreg=64 if head_dim <= 64 else 80,
+                  # run 60 (stage_times.py dqfull): the split dq over whole 64-key tiles at D64 under a 168 cap
+                  # (three programs per SM; 56 bytes of stack offline) against halves at 128, dq ms: random N4k
+                  # 1.28 / 1.31 -> 1.24, N16k 4.75 / 4.87 -> 4.52, clustered N16k 0.33 -> 0.32 (whole tiles at
+                  # the 128 cap: 312 bytes of stack, 1.9x slower; uncapped, 254 registers: +6..+13%); D128
+                  # (uncapped) random N4k 2.38 / 2.42 -> 2.30, N16k 8.55 / 9.03 -> 8.30, clustered equal
+                  dq_full_tiles=True, dq_maxnreg=168 if head_dim <= 64 else None, rowmax_maxnreg=64 if head_dim <= 64 else 80,
                   # run 27 (stage_times.py occupancy): pass 1 at 3 stages, D64 1.61 -> 1.56 ms (D128 would need
                   # 96 KB of shared memory); the output kernel capped at 128 registers at D128, clustered 0.42 ->
                   # 0.34 ms, random 5.6 -> 4.1. Not taken: split τ sweeps at 3 stages (noise), dq at 1 stage (slower)
