@@ -492,16 +492,17 @@ def test_large_scale_gradients():
 def test_block_split_matches_oracle(monkeypatch, alpha, split, tau_mode):
     """config.Launch's rowmax_split, tau_split, output_split and dq_split (2: two programs per tile-map block,
     each over its own rows, writing its own row groups' map rows (pass 1, the τ pass's sweep 0) and τ_min
-    entries (τ pass) or judging tiles by them into its own slot of the list buffer (τ, output, dq); 1: one
-    program per block, the fp32 / D > 128 launch, with the one-sweep dq over half tiles), with the τ pass fused or split into one launch per sweep
-    (config.TAU_SPLIT, gathered stragglers from sweep 1 on): output and gradients within the tolerance rule
+    entries (τ pass) or judging tiles by them into its own slot of the list buffer (τ, output, dq), the
+    one-sweep dq over whole tiles; 1: one program per block and the dq over half tiles, the fp32 / D > 128
+    launch), with the τ pass fused or split into one launch per sweep (config.TAU_SPLIT, gathered stragglers
+    from sweep 1 on): output and gradients within the tolerance rule
     with bottom-right causal masking (Nq < Nk), padded keys, GQA, a ragged last block, and dα for per-head α
     (the two-sweep dq)."""
     import dataclasses
 
     base = config.launch_config
-    # split 1 with the dq's 32-key half tiles (the fp32 / D > 128 launch), split 2 with whole tiles (the default)
-    fields = dict(rowmax_split=split, tau_split=split, output_split=split, dq_split=split, dq_full_tiles=split == 2)
+    fields = dict(rowmax_split=split, tau_split=split, output_split=split, dq_split=split,
+                  dq_full_tiles=split == 2)
     monkeypatch.setattr(config, "launch_config", lambda d, dt: dataclasses.replace(base(d, dt), **fields))
     if tau_mode == "split":
         monkeypatch.setattr(config, "TAU_SPLIT", "always")

@@ -101,11 +101,11 @@ def dq_kernel(
         sug = tl.zeros([BM], tl.float32)
         # Σu and Σug in quarter tiles, reduced once after the loop (fold_sum), where registers allow
         FOLD: tl.constexpr = BLOCK_D <= 64
-        # ONE_SWEEP visits each 64-key tile as two 32-key halves: half the score-sized live tiles (registers)
-        # (and so do both sweeps of a per-head α's gradient, whose extra per-score terms spilled on full tiles);
-        # FULL_TILES (config.Launch.dq_full_tiles): whole tiles in the one sweep, for 64-row split programs
-        TN: tl.constexpr = BLOCK_N if FULL_TILES and not ALPHA_GRAD else (
-            BLOCK_N // 2 if ONE_SWEEP or ALPHA_GRAD else BLOCK_N)
+        # ONE_SWEEP visits each key tile as two halves unless FULL_TILES (config.Launch.dq_full_tiles: the 64-row
+        # split programs of the bf16/fp16 launch take whole tiles, run 60): halves keep the score-sized live tiles
+        # (registers) of a 128-row program down; both sweeps of a per-head α's gradient always take halves (its
+        # extra per-score terms spilled on whole tiles)
+        TN: tl.constexpr = BLOCK_N // 2 if ALPHA_GRAD or (ONE_SWEEP and not FULL_TILES) else BLOCK_N
         su_h = tl.zeros([BM, TN // 4], tl.float32)
         sug_h = tl.zeros([BM, TN // 4], tl.float32)
         if ALPHA_GRAD:

@@ -177,7 +177,8 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
                   # 1.28 / 1.31 -> 1.24, N16k 4.75 / 4.87 -> 4.52, clustered N16k 0.33 -> 0.32 (whole tiles at
                   # the 128 cap: 312 bytes of stack, 1.9x slower; uncapped, 254 registers: +6..+13%); D128
                   # (uncapped) random N4k 2.38 / 2.42 -> 2.30, N16k 8.55 / 9.03 -> 8.30, clustered equal
-                  dq_full_tiles=True, dq_maxnreg=168 if head_dim <= 64 else None, rowmax_maxnreg=64 if head_dim <= 64 else 80,
+                  dq_full_tiles=True, dq_maxnreg=168 if head_dim <= 64 else None,
+                  rowmax_maxnreg=64 if head_dim <= 64 else 80,
                   # run 27 (stage_times.py occupancy): pass 1 at 3 stages, D64 1.61 -> 1.56 ms (D128 would need
                   # 96 KB of shared memory); the output kernel capped at 128 registers at D128, clustered 0.42 ->
                   # 0.34 ms, random 5.6 -> 4.1. Not taken: split τ sweeps at 3 stages (noise), dq at 1 stage (slower)
