@@ -4,7 +4,7 @@
 #   tests     pytest -m "gpu and not slow" (test_gpu.py)  -> gpu_tests.txt
 #   property  the slow GPU tests (hypothesis property test) -> gpu_property.txt
 #   bench     python -m entflash.bench [bench args]      -> bench.jsonl, bench.txt
-#   stages    benchmarks/stage_times.py $STAGES_ARGS    -> stage_times.txt  (STAGES_ARGS: fwd | bwd | bwdall | dqone | dkdv | dkdvw | dqsplit | fwdsplit | tausplit | dqfull | "n 4096" | "alpha 1.3" | maxnreg | rowgroup | occupancy)
+#   stages    benchmarks/stage_times.py $STAGES_ARGS    -> stage_times.txt  (STAGES_ARGS: fwd | bwd | bwdall | dqone | dkdv | dkdvw | dqsplit | fwdsplit | tausplit | dqfull | pipes | "n 4096" | "alpha 1.3" | maxnreg | rowgroup | occupancy)
 #   long      benchmarks/long_context.py (N = 262144)    -> long_context.txt
 #   sanitize  compute-sanitizer memcheck + racecheck on benchmarks/sanitize.py -> sanitize_*.txt
 #   errors    python -m entflash.bench --errors          -> errors.jsonl, errors.txt

@@ -151,6 +151,25 @@ if __name__ == "__main__":
                 print(f"D={D} N={N} B={B} {inputs} dq_full_tiles={full} cap={cap}: dq {t_dq} ms, dkdv {t_dkdv} ms",
                       flush=True)
         sys.exit(0)
+    # `stage_times.py pipes`: the output pass and the dk/dv kernel at 3 pipeline stages (config.Launch output_stages,
+    # dkdv_stages; sm_90 offline: D64 output 127 registers / 56 KB (three programs per SM instead of four), dk/dv 252 /
+    # 41 KB (still two); D128 dk/dv 82 KB), and the split τ pass gathering its unfinished rows from sweep 1 instead
+    # of 2 (config.TAU_GATHER_FROM: after sweep 0 ~73% of the rows are unfinished on random inputs, run 25), each
+    # against the default, which is read first and last
+    if sys.argv[1:2] == ["pipes"]:
+        for D, N, B, inputs in [(64, 4096, 8, "random"), (128, 4096, 8, "random"), (64, 16384, 2, "clustered"),
+                                (64, 16384, 2, "random")]:
+            pipes = dict(output_stages=3, dkdv_stages=3) if D == 64 else dict(dkdv_stages=3)
+            for name, fields, gather_from in (("default", {}, 2), ("stages3", pipes, 2), ("gather1", {}, 1),
+                                              ("default", {}, 2)):
+                config.TAU_GATHER_FROM = gather_from
+                with launch_fields(**fields):
+                    t, cand = stages(D, inputs, N=N, B=B)
+                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} {name}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
+                      f"dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+            config.TAU_GATHER_FROM = 2
+        sys.exit(0)
     # `stage_times.py fwdsplit`: pass 1 and the output pass as two programs per tile-map block (config.Launch
     # rowmax_split / output_split, each over 64 of the block's 128 rows with num_warps // 2 warps) against one;
     # the τ pass is the same kernel in both (a control for drift), split 1 measured again at the end

@@ -120,6 +120,9 @@ class Launch:
     rowmax_stages: Optional[int] = None
     split_stages: Optional[int] = None
     dq_stages: Optional[int] = None
+    # the same for the output pass and the dk/dv kernel (stage_times.py pipes, session 13)
+    output_stages: Optional[int] = None
+    dkdv_stages: Optional[int] = None
     # dk/dv programs: key tiles per program and query rows per chunk (backward.dkdv_kernel)
     dkdv_kpp: int = 1
     dkdv_qc: int = 0  # 0: BLOCK_M
@@ -140,8 +143,9 @@ class Launch:
 
     def pipeline_stages(self, kernel: str) -> int:
         """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep
-        launches, "dq") when set, else num_stages."""
-        own = {"rowmax": self.rowmax_stages, "split": self.split_stages, "dq": self.dq_stages}.get(kernel)
+        launches, "output", "dq", "dkdv") when set, else num_stages."""
+        own = {"rowmax": self.rowmax_stages, "split": self.split_stages, "output": self.output_stages,
+               "dq": self.dq_stages, "dkdv": self.dkdv_stages}.get(kernel)
         return own or self.num_stages
 
     def split(self, kernel: str) -> int:
