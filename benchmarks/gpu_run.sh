@@ -2,6 +2,9 @@
 # One device call: the steps named in $1 (space-separated, in order), everything written under $OUT.
 # usage (on the device machine, repo root): bash benchmarks/gpu_run.sh "bench stages tests property long sanitize errors" [bench args]
 #   tests     pytest -m "gpu and not slow" (test_gpu.py)  -> gpu_tests.txt
+#   ptests    the same suite as four pytest processes at once (-k groups covering its 33 tests once each; they
+#             compile on separate cores: a cold cache took the one-process suite past 320 s in run 61)
+#             -> gpu_tests_<n>.txt
 #   property  the slow GPU tests (hypothesis property test) -> gpu_property.txt
 #   bench     python -m entflash.bench [bench args]      -> bench.jsonl, bench.txt
 #   stages    benchmarks/stage_times.py $STAGES_ARGS    -> stage_times.txt  (STAGES_ARGS: fwd | bwd | bwdall | dqone | dkdv | dkdvw | dqsplit | fwdsplit | tausplit | dqfull | pipes | "n 4096" | "alpha 1.3" | maxnreg | rowgroup | occupancy)
@@ -37,6 +40,15 @@ for step in $steps; do
   echo "=== $step $(date -u +%T)"
   case $step in
     tests) timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "gpu and not slow" -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" ;;
+    ptests)
+      groups=("dtypes_against and True" "dtypes_against and False"
+              "alphas or negative_and_zero or long_sequence or deterministic"
+              "not dtypes_against and not alphas and not negative_and_zero and not long_sequence and not deterministic")
+      for i in "${!groups[@]}"; do
+        (timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "gpu and not slow" -q -rf -p no:cacheprovider tests/test_gpu.py \
+           -k "${groups[$i]}" > "$OUT/gpu_tests_$i.txt" 2>&1; echo "group $i (${groups[$i]}) exit $?" >> "$OUT/gpu_tests_$i.txt") &
+      done
+      wait; tail -n 2 "$OUT"/gpu_tests_*.txt ;;
     property) timeout ${PROP_TIMEOUT:-330} python3 -m pytest -m "gpu and slow" -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_property.txt" ;;
     bench) timeout ${BENCH_TIMEOUT:-300} python3 -m entflash.bench --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
     stages) timeout ${STAGES_TIMEOUT:-120} python3 benchmarks/stage_times.py ${STAGES_ARGS:-} 2>&1 | tee "$OUT/stage_times.txt" ;;
