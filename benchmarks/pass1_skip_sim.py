@@ -31,7 +31,8 @@ res = {}
 for h in range(H):
     x = u * q[h] @ k[h].T
     xt = u * fp8(q[h]) @ fp8(k[h]).T
-    # rigorous: |q~_d k~_d - q_d k_d| <= (2*2^-4 + 2^-8) |q_d||k_d| (normal range), plus subnormal slack
+    # |q~_d k~_d - q_d k_d| <= (2*2^-4 + 2^-8) |q_d||k_d| for normal e4m3 values; the few subnormal ones have
+    # absolute errors far below it here (the assert checks the bound on every score)
     aq, ak = q[h].abs(), k[h].abs()
     eps_exact = u * 0.129 * (aq @ ak.T)                 # needs a second MMA
     eps_cs = u * 0.129 * q[h].norm(dim=1)[:, None] * k[h].norm(dim=1)[None, :]  # Cauchy-Schwarz: norms only

@@ -495,9 +495,8 @@ def test_block_split_matches_oracle(monkeypatch, alpha, split, tau_mode):
     entries (τ pass) or judging tiles by them into its own slot of the list buffer (τ, output, dq), the
     one-sweep dq over whole tiles; 1: one program per block and the dq over half tiles, the fp32 / D > 128
     launch), with the τ pass fused or split into one launch per sweep (config.TAU_SPLIT, gathered stragglers
-    from sweep 1 on): output and gradients within the tolerance rule
-    with bottom-right causal masking (Nq < Nk), padded keys, GQA, a ragged last block, and dα for per-head α
-    (the two-sweep dq)."""
+    from sweep 1 on): output and gradients within the tolerance rule with bottom-right causal masking
+    (Nq < Nk), padded keys, GQA, a ragged last block, and dα for per-head α (the two-sweep dq)."""
     import dataclasses
 
     base = config.launch_config
