@@ -209,8 +209,7 @@ def launch_config(head_dim: int, dtype: torch.dtype) -> Launch:
                   output_split=2 if head_dim <= 64 else 1,
                   # run 59 (stage_times.py tausplit, split 1 -> 2, τ pass ms): clustered D64 N16k 1.15 -> 0.92, N4k
                   # 0.75 -> 0.57, D128 N16k 0.95-1.11 -> 0.82; random D64 N4k 1.70 -> 1.64, N16k 5.53 -> 5.54,
-                  # D128 N4k 2.14 -> 2.05, N16k 7.05 -> 7.20 (noise: the two split-1 readings differ by 2%). The
-                  # clustered output pass also fell (D64 N16k 0.22 -> 0.15: the halves' own τ_min admit fewer tiles)
+                  # D128 N4k 2.14 -> 2.05, N16k 7.05 -> 7.20 (noise: the two split-1 readings differ by 2%)
                   tau_split=2)
 
 
