@@ -2,7 +2,7 @@
 with a given starting point and acceptance rule. No GPU; float64; N = 4096 keys, the last 1024
 causal rows of the bench's "random" or "clustered" inputs at D = 64.
 
-    python benchmarks/tau_sweeps_sim.py [random|clustered] [starts|compaction|bounds]
+    python benchmarks/tau_sweeps_sim.py [random|clustered] [starts|compaction|bounds|topk]
 
 Strategies:
   m-1            Halley from the lower bound m - 1 (the kernels today), accept when the closed form on
@@ -218,6 +218,44 @@ def bounds_main(kind):
                       f"per 128-row block {blk.mean():.2f}")
 
 
+# --- session 13: richer pass-1 score sets as the start (python benchmarks/tau_sweeps_sim.py random topk) -------
+# Rows that sweep 0 finishes when pass 1 keeps more (or less collapsed) scores: the threshold of a set that
+# contains the whole support is τ itself, so sweep 0 only verifies it.
+
+def subset_vals(x, nsub, depth):
+    """Threshold of the `depth` largest per-tile maxima of each of nsub column subsets: the thread subsets of
+    fold_max4 ((c // 2) % 4), split further into nsub / 4 groups of the columns c // 8 (main: nsub 4, depth 4)."""
+    R = x.shape[0]
+    g = nsub // 4
+    t = x.view(R, -1, g, 8 // g, 4, 2).amax(dim=(3, 5))  # (rows, tiles, g, t)
+    t = t.reshape(R, t.shape[1], nsub).permute(0, 2, 1)  # (rows, nsub, tiles)
+    return threshold_of(t.topk(depth, dim=2).values.reshape(R, -1))
+
+
+def thread_top2(x, depth):
+    """Threshold of the `depth` largest of each thread subset's per-tile two largest scores."""
+    R = x.shape[0]
+    t = x.view(R, -1, 8, 4, 2).permute(0, 1, 3, 2, 4).reshape(R, -1, 4, 16)  # (rows, tiles, t, 16 columns)
+    v = t.topk(2, dim=3).values.permute(0, 2, 1, 3).reshape(R, 4, -1)
+    return threshold_of(v.topk(depth, dim=2).values.reshape(R, -1))
+
+
+def topk_main(kind):
+    for seed in (0, 1):
+        x = spread_scores(kind, seed=seed)
+        cands = [("main: 4 subsets x top-4", subset_vals(x, 4, 4)), ("4 subsets x top-8", subset_vals(x, 4, 8)),
+                 ("8 subsets x top-4", subset_vals(x, 8, 4)), ("8 subsets x top-8", subset_vals(x, 8, 8)),
+                 ("16 subsets x top-4", subset_vals(x, 16, 4)), ("thread top-2 x depth 4", thread_top2(x, 4)),
+                 ("thread top-2 x depth 8", thread_top2(x, 8)),
+                 ("exact top-16", threshold_of(x.topk(16, dim=1).values)),
+                 ("exact top-32", threshold_of(x.topk(32, dim=1).values))]
+        for name, b in cands:
+            s = sweeps_rule(x, b, "abs")
+            half = s.view(-1, 64).max(1).values
+            print(f"{kind} seed {seed} {name:24s}: rows done in sweep 0 {(s <= 1).double().mean():.3f}, "
+                  f"sweeps per row {s.mean():.2f}, per 64-row half {half.mean():.2f}", flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[2] if len(sys.argv) > 2 else "starts"
-    {"starts": main, "compaction": compaction_main, "bounds": bounds_main}[mode](sys.argv[1] if len(sys.argv) > 1 else "random")
+    {"starts": main, "compaction": compaction_main, "bounds": bounds_main, "topk": topk_main}[mode](sys.argv[1] if len(sys.argv) > 1 else "random")
