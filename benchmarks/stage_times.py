@@ -157,18 +157,19 @@ if __name__ == "__main__":
     # of 2 (config.TAU_GATHER_FROM: after sweep 0 ~73% of the rows are unfinished on random inputs, run 25), each
     # against the default, which is read first and last
     if sys.argv[1:2] == ["pipes"]:
+        default_from = config.TAU_GATHER_FROM
         for D, N, B, inputs in [(64, 4096, 8, "random"), (128, 4096, 8, "random"), (64, 16384, 2, "clustered"),
                                 (64, 16384, 2, "random")]:
             pipes = dict(output_stages=3, dkdv_stages=3) if D == 64 else dict(dkdv_stages=3)
-            for name, fields, gather_from in (("default", {}, 2), ("stages3", pipes, 2), ("gather1", {}, 1),
-                                              ("default", {}, 2)):
+            for name, fields, gather_from in (("default", {}, default_from), ("stages3", pipes, default_from),
+                                              ("gather1", {}, 1), ("default", {}, default_from)):
                 config.TAU_GATHER_FROM = gather_from
                 with launch_fields(**fields):
                     t, cand = stages(D, inputs, N=N, B=B)
                     t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
                 print(f"D={D} N={N} B={B} {inputs} {name}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms, "
                       f"dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
-            config.TAU_GATHER_FROM = 2
+        config.TAU_GATHER_FROM = default_from
         sys.exit(0)
     # `stage_times.py fwdsplit`: pass 1 and the output pass as two programs per tile-map block (config.Launch
     # rowmax_split / output_split, each over 64 of the block's 128 rows with num_warps // 2 warps) against one;

@@ -6,6 +6,7 @@ are 16x16 so that N ~ 65 crosses several tiles and the tile skipping runs.
 Outputs are poisoned (NaN) before every launch.
 """
 
+import dataclasses
 import math
 import os
 
@@ -25,6 +26,15 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
     monkeypatch.setattr(config, "POISON", True)
+
+
+_LIBRARY_LAUNCH = config.launch_config
+
+
+def _launch_fields(monkeypatch, **fields):
+    """Make config.launch_config return the library's launch with some config.Launch fields replaced."""
+    monkeypatch.setattr(config, "launch_config",
+                        lambda d, dt: dataclasses.replace(_LIBRARY_LAUNCH(d, dt), **fields))
 
 
 def _run(q, k, v, *, grad=True, **kw):
@@ -497,12 +507,8 @@ def test_block_split_matches_oracle(monkeypatch, alpha, split, tau_mode):
     launch), with the τ pass fused or split into one launch per sweep (config.TAU_SPLIT, gathered stragglers
     from sweep 1 on): output and gradients within the tolerance rule with bottom-right causal masking
     (Nq < Nk), padded keys, GQA, a ragged last block, and dα for per-head α (the two-sweep dq)."""
-    import dataclasses
-
-    base = config.launch_config
-    fields = dict(rowmax_split=split, tau_split=split, output_split=split, dq_split=split,
-                  dq_full_tiles=split == 2)
-    monkeypatch.setattr(config, "launch_config", lambda d, dt: dataclasses.replace(base(d, dt), **fields))
+    _launch_fields(monkeypatch, rowmax_split=split, tau_split=split, output_split=split, dq_split=split,
+                   dq_full_tiles=split == 2)
     if tau_mode == "split":
         monkeypatch.setattr(config, "TAU_SPLIT", "always")
         monkeypatch.setattr(config, "TAU_GATHER_FROM", 1)
@@ -543,14 +549,10 @@ def test_tau_split_matches_unsplit(monkeypatch, alpha):
     unsplit pass's support and, within float32 rounding, its τ and output, fused or as one launch per sweep:
     a half block visits a subset of the block's tiles, and the skipped tiles' scores lie below τ (they change
     the distance min |x - τ| that the acceptance test reads, not the sums)."""
-    import dataclasses
-
     q, k, v, alpha, kpm, kw = _tau_pass_inputs(alpha)
-    base = config.launch_config
     res = {}
     for ts in (1, 2):
-        monkeypatch.setattr(config, "launch_config",
-                            lambda d, dt, ts=ts: dataclasses.replace(base(d, dt), tau_split=ts))
+        _launch_fields(monkeypatch, tau_split=ts)
         for mode, gather_from in (("never", None), ("always", None), ("always", 1)):
             monkeypatch.setattr(config, "TAU_SPLIT", mode)
             monkeypatch.setattr(config, "TAU_GATHER_FROM", gather_from)

@@ -179,6 +179,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     with TAU_GATHER_FROM None, min(max_iters, SPLIT_SWEEPS) one-sweep launches and, if sweeps remain, one
     looping launch)."""
     out, m, tau, supp, tmax, taumin, lists, state, rows, rows_count = bufs
+    L = g.launch
     sq, sk, sv, so = g.strides(q), g.strides(k), g.strides(v), g.strides(out)
     common = (*sq, *sk, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk, float(scale))
     if max_iters is None:
@@ -188,17 +189,15 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
 
     def pass1():
         # pass 1 writes the τ pass's lower bound into tau (α = 1.5 / 2); the τ pass overwrites it
-        L = g.launch
         rowmax_kernel[g.grid_q(L.rowmax_split)](
             q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, NEG_SCALE=scale < 0, SPLIT=L.rowmax_split,
             **_stages(g, "rowmax"), **_regcap("rowmax", L.rowmax_maxnreg))
 
     def tau_launch(first, n_loop, cap, kernel="tau"):
-        ts = g.launch.tau_split
-        tau_kernel[g.grid_q(ts)](
+        tau_kernel[g.grid_q(L.tau_split)](
             q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, tau, taumin, lists, state, *common, sst,
             MAX_ITERS=max_iters, KCHUNK=config.KCHUNK, FIRST=first, STATE=split, N_LOOP=n_loop,
-            W=config.sweep_margin(g.kind), SPLIT=ts, **_stages(g, kernel), **cap)
+            W=config.sweep_margin(g.kind), SPLIT=L.tau_split, **_stages(g, kernel), **cap)
 
     def gather_launches(n_loop):
         """Gather the unfinished rows, sweep them (n_loop sweeps at most), then write τ and τ_min from the state
@@ -211,10 +210,9 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
                                       CHUNK=config.GATHER_CHUNK, num_warps=4)
 
         def sweeps():
-            tau_gather_kernel[g.grid_q()](q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, lists, state, rows, rows_count,
-                                    *common, sst, g.Nq, N_LOOP=n_loop, KC=config.GATHER_KC,
-                                    W=config.sweep_margin(g.kind), **g.meta,
-                                    **_regcap("tau"))
+            tau_gather_kernel[g.grid_q()](
+                q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tmax, lists, state, rows, rows_count, *common, sst, g.Nq,
+                N_LOOP=n_loop, KC=config.GATHER_KC, W=config.sweep_margin(g.kind), **g.meta, **_regcap("tau"))
         return [gather, sweeps, lambda: tau_launch(False, 0, cap)]
 
     if not split:
@@ -223,7 +221,7 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
         # the first sweeps one per launch (capped registers; sweep 0 is the one with FIRST); the rows left after
         # them finish over gathered rows (gather_launches) from sweep TAU_GATHER_FROM on, or else, after
         # SPLIT_SWEEPS one-sweep launches, in one launch with a loop over the remaining sweeps
-        cap = _regcap("tau", g.launch.split_maxnreg)
+        cap = _regcap("tau", L.split_maxnreg)
         gather_from = config.TAU_GATHER_FROM if rows.numel() > 1 else None  # rows: allocated only to gather
         gather = gather_from is not None and gather_from < max_iters
         n_one = max(gather_from, 1) if gather else min(max_iters, config.SPLIT_SWEEPS)
@@ -239,11 +237,11 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
     tau_pass.launches = tau_launches  # one callable per launch (benchmarks/tau_launches.py times them)
 
     def output_pass():
-        output_kernel[g.grid_q(g.launch.output_split)](
+        output_kernel[g.grid_q(L.output_split)](
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists, out, supp,
             *sq, *sk, *sv, *so, g.skpm, g.smb, g.smh, g.H, g.G, g.Nq_arg, g.Nk_arg, g.n_qblk, g.n_kblk,
-            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, SPLIT=g.launch.output_split,
-            **_stages(g, "output"), **_regcap("output", g.launch.output_maxnreg),
+            float(scale), NEED_STATS=need_stats, KCHUNK=config.KCHUNK, SPLIT=L.output_split,
+            **_stages(g, "output"), **_regcap("output", L.output_maxnreg),
         )
     return pass1, tau_pass, output_pass
 
@@ -295,7 +293,7 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
             o, *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
             ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, SPLIT=L.dq_split,
             FULL_TILES=L.dq_full_tiles, **_stages(g, "dq"),
-            **_regcap("dq", config.dq_maxnreg(g.launch, need_dalpha)),
+            **_regcap("dq", config.dq_maxnreg(L, need_dalpha)),
         )
 
     def dkdv_pass():
