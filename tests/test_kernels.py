@@ -567,3 +567,17 @@ def test_tau_split_matches_unsplit(monkeypatch, alpha):
         assert (a.out - b.out).abs().max() < 1e-6, key
         assert torch.equal(b.support.cpu(), ref.support)
         assert (b.out.double().cpu() - ref.out).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("subsets,depth", [(4, 8), (8, 4), (8, 8)])
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3])
+def test_pass1_bound_sets_match_oracle(monkeypatch, alpha, subsets, depth):
+    """config.Launch bound_subsets / bound_depth (pass 1 keeps the `depth` largest per-tile maxima of `subsets`
+    column subsets per row for the τ pass's lower bound; 4 / 4 by default): any such set gives a lower bound of τ
+    (the threshold of a subset of the scores), so output and gradients stay within the tolerance rule, with
+    causal masking, padded keys and GQA."""
+    _launch_fields(monkeypatch, bound_subsets=subsets, bound_depth=depth)
+    q, k, v = rand_qkv(1, 4, 2, 37, 53, 16, device=DEV, requires_grad=True)
+    kpm = torch.rand(1, 53, device=DEV) > 0.2
+    kw = dict(alpha=alpha, causal=True, key_padding_mask=kpm)
+    _check(q, k, v, _run(q, k, v, **kw), **kw)

@@ -191,7 +191,8 @@ def forward_stages(q, k, v, g, scale, bufs, need_stats, max_iters=None):
         # pass 1 writes the τ pass's lower bound into tau (α = 1.5 / 2); the τ pass overwrites it
         rowmax_kernel[g.grid_q(L.rowmax_split)](
             q, k, g.kpm_t, g.cq, g.ck, g.alpha_buf, m, tau, tmax, *common, NEG_SCALE=scale < 0, SPLIT=L.rowmax_split,
-            **_stages(g, "rowmax"), **_regcap("rowmax", L.rowmax_maxnreg))
+            NSUB=L.bound_subsets, DEPTH=L.bound_depth, **_stages(g, "rowmax"),
+            **_regcap("rowmax", L.rowmax_maxnreg))
 
     def tau_launch(first, n_loop, cap, kernel="tau"):
         tau_kernel[g.grid_q(L.tau_split)](

@@ -206,6 +206,31 @@ def fold_max4(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def fold_max8(v, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) -> (BLOCK_M, 8): fold_max4's four thread subsets each split in two by column half
+    (c < BLOCK_N // 2 or not), still inside a thread: output column 4 h + t over the columns c with
+    (c // 2) % 4 == t in half h."""
+    a, b = tl.split(tl.reshape(v, (BLOCK_M, BLOCK_N // 2, 2)))
+    w = tl.reshape(max_nan(a, b), (BLOCK_M, 2, BLOCK_N // 16, 4))
+    return tl.reshape(tl.reduce(w, 2, max_nan), (BLOCK_M, 8))
+
+
+@triton.jit
+def insert4(t1, t2, t3, t4, pv):
+    """Insert pv into the descending lists (t1 >= t2 >= t3 >= t4) elementwise; also returns the value that falls
+    off the end (for a deeper list). A NaN is not inserted, but can repeat an entry one level down."""
+    lo1 = tl.minimum(t1, pv)
+    t1 = tl.maximum(t1, pv)
+    lo2 = tl.minimum(t2, lo1)
+    t2 = tl.maximum(t2, lo1)
+    lo3 = tl.minimum(t3, lo2)
+    t3 = tl.maximum(t3, lo2)
+    out = tl.minimum(t4, lo3)
+    t4 = tl.maximum(t4, lo3)
+    return t1, t2, t3, t4, out
+
+
+@triton.jit
 def group_reduce_max(v, BLOCK_M: tl.constexpr, RG: tl.constexpr):
     """Maxima of consecutive groups of RG entries of a (BLOCK_M,) vector: (BLOCK_M // RG,)."""
     return tl.max(tl.reshape(v, (BLOCK_M // RG, RG)), 1)

@@ -140,6 +140,11 @@ class Launch:
     output_split: int = 1
     # and for every τ launch by blocks (fused, one-sweep and final; not the gathered stragglers' sweeps)
     tau_split: int = 1
+    # pass 1's lower bound of τ: the bound_depth largest per-tile maxima of each of bound_subsets column subsets
+    # per row (threshold.rowmax_kernel NSUB / DEPTH; 4 / 4: 16 scores). Richer sets let sweep 0 finish more rows
+    # (benchmarks/tau_sweeps_sim.py topk) at the price of pass-1 registers
+    bound_subsets: int = 4
+    bound_depth: int = 4
 
     def pipeline_stages(self, kernel: str) -> int:
         """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep

@@ -52,7 +52,8 @@ import triton.language as tl
 
 from . import config
 from .common import (
-    max_nan, block_offsets, block_part, block_tile_list, fold_max4, fold_min, fold_sum, group_reduce_max,
+    max_nan, block_offsets, block_part, block_tile_list, fold_max4, fold_max8, fold_min, fold_sum, group_reduce_max,
+    insert4,
     group_reduce_min,
     head_alpha, load_cols, load_rows, map_value, mask_tile, program_ids, query_block, row_offset,
     safe_max, score_tile,
@@ -151,10 +152,13 @@ def rowmax_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, NEG_SCALE: tl.constexpr, SPLIT: tl.constexpr = 1,
+    NSUB: tl.constexpr = 4, DEPTH: tl.constexpr = 4,
 ):
     """Pass 1: row maxima (M), the tile map (TMAX) and, for entmax, the τ pass's lower bound (top_bound or
     top_bound_general, into TAU0). SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block (and
-    their row groups' map rows), so that the pass can run as smaller programs of the same per-thread work."""
+    their row groups' map rows), so that the pass can run as smaller programs of the same per-thread work.
+    NSUB (4 or 8) column subsets per tile and DEPTH (4 or 8) largest maxima of each for the bound
+    (config.Launch.bound_subsets / bound_depth): NSUB · DEPTH scores per row."""
     pid, pid_m, sub = block_part(n_qblk, SPLIT, CAUSAL)
     BM: tl.constexpr = BLOCK_M // SPLIT
     pid_bh = tl.program_id(1)
@@ -175,10 +179,16 @@ def rowmax_kernel(
         # entmax kinds: each thread's four largest partial maxima (fold_max4: per tile, the maxima of four column
         # subsets, those of a thread in the MMA layout), (BM, 4) each: 16 different scores per row for top_bound
         BOUND: tl.constexpr = KIND != 0
-        t1 = tl.full([BM, 4], float("-inf"), tl.float32)
-        t2 = tl.full([BM, 4], float("-inf"), tl.float32)
-        t3 = tl.full([BM, 4], float("-inf"), tl.float32)
-        t4 = tl.full([BM, 4], float("-inf"), tl.float32)
+        tl.static_assert((NSUB == 4 or NSUB == 8) and (DEPTH == 4 or DEPTH == 8))
+        t1 = tl.full([BM, NSUB], float("-inf"), tl.float32)
+        t2 = tl.full([BM, NSUB], float("-inf"), tl.float32)
+        t3 = tl.full([BM, NSUB], float("-inf"), tl.float32)
+        t4 = tl.full([BM, NSUB], float("-inf"), tl.float32)
+        if DEPTH == 8:
+            t5 = tl.full([BM, NSUB], float("-inf"), tl.float32)
+            t6 = tl.full([BM, NSUB], float("-inf"), tl.float32)
+            t7 = tl.full([BM, NSUB], float("-inf"), tl.float32)
+            t8 = tl.full([BM, NSUB], float("-inf"), tl.float32)
         # the scale is applied to the row maxima of q·kᵀ, not to every score: fl(d·|s|) is monotone in d, so
         # fl(max_j d_j · |s|) = max_j fl(d_j · |s|) bit for bit, and with q negated (exact) for s < 0 the
         # products equal fl(d · s), the scores every other kernel computes. -inf (masked) stays -inf
@@ -196,17 +206,17 @@ def rowmax_kernel(
             # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
             if BOUND:
-                pm = fold_max4(d, BM, BLOCK_N)
+                if NSUB == 8:
+                    pm = fold_max8(d, BM, BLOCK_N)
+                else:
+                    pm = fold_max4(d, BM, BLOCK_N)
                 xm = tl.reduce(pm, 1, max_nan)
                 pv = tl.where(pm > float("-inf"), pm * s_abs, pm)
-                # insert pv into (t1, t2, t3, t4). A NaN (only in a NaN row, whose bound the τ pass ignores) is
-                # not inserted, but can repeat an entry one level down
-                lo_ = tl.minimum(t1, pv)
-                t1 = tl.maximum(t1, pv)
-                lo2 = tl.minimum(t2, lo_)
-                t2 = tl.maximum(t2, lo_)
-                t4 = tl.maximum(t4, tl.minimum(t3, lo2))
-                t3 = tl.maximum(t3, lo2)
+                # insert pv into (t1, ..., t4) (and on into t5..t8). A NaN (only in a NaN row, whose bound the τ
+                # pass ignores) is not inserted, but can repeat an entry one level down
+                t1, t2, t3, t4, out = insert4(t1, t2, t3, t4, pv)
+                if DEPTH == 8:
+                    t5, t6, t7, t8, out = insert4(t5, t6, t7, t8, out)
             else:
                 xm = tl.reduce(d, 1, max_nan)
             xm = tl.where(xm > float("-inf"), xm * s_abs, xm)
@@ -228,11 +238,15 @@ def rowmax_kernel(
         stat = row_offset(b, h, qs, smb, smh, 1) + offs_m
         tl.store(M + stat, m, mask=offs_m < Lq)
         if BOUND:
-            vals = tl.reshape(tl.join(tl.join(t1, t2), tl.join(t3, t4)), (BM, 16))
+            NV: tl.constexpr = NSUB * DEPTH
+            vals = tl.join(tl.join(t1, t2), tl.join(t3, t4))
+            if DEPTH == 8:
+                vals = tl.join(vals, tl.join(tl.join(t5, t6), tl.join(t7, t8)))
+            vals = tl.reshape(vals, (BM, NV))
             if KIND == 3:
                 lb = top_bound_general(m, vals, inv_a)
             else:
-                lb = top_bound(m, vals, KIND, 16)
+                lb = top_bound(m, vals, KIND, NV)
             tl.store(TAU0 + stat, lb, mask=offs_m < Lq)
 
 
