@@ -184,6 +184,40 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["tausplit"]:
         forward_split_times(SPLIT_CASES + [(64, 4096, 8, "clustered")], ("tau_split",))
         sys.exit(0)
+    # `stage_times.py bounds`: pass 1's τ bound from richer score sets (config.Launch bound_subsets × bound_depth;
+    # tau_sweeps_sim.py topk: 8 × 4 finishes 63% of random and 73% of clustered rows in sweep 0, main's 4 × 4 26% /
+    # 55%) under pass-1 register caps (sm_90 offline: D64 4 × 4 62 of the 64 cap, 8 × 4 / 4 × 8 72 at a 72 cap
+    # (three programs per SM instead of four) or 64 + 72 bytes of stack at 64; D128 79-80 of its 80 cap, no
+    # stack), one with the gathered stragglers from sweep 1 (config.TAU_GATHER_FROM); the default read first and
+    # last. Then dk/dv at 3 pipeline stages at D128 (run 63: random N4k -4%; clustered not measured)
+    if sys.argv[1:2] == ["bounds"]:
+        default_from = config.TAU_GATHER_FROM
+        cases = [(64, 4096, 8, "random"), (64, 4096, 8, "clustered"), (64, 16384, 2, "clustered"),
+                 (64, 16384, 2, "random"), (128, 4096, 8, "random"), (128, 16384, 2, "clustered"),
+                 (128, 16384, 2, "random")]
+        for D, N, B, inputs in cases:
+            if D == 64:
+                variants = [("default", {}, default_from), ("8x4 cap72", dict(bound_subsets=8, rowmax_maxnreg=72),
+                                                            default_from),
+                            ("4x8 cap72", dict(bound_depth=8, rowmax_maxnreg=72), default_from),
+                            ("8x4 cap64", dict(bound_subsets=8), default_from)]
+            else:
+                variants = [("default", {}, default_from), ("8x4", dict(bound_subsets=8), default_from),
+                            ("4x8", dict(bound_depth=8), default_from),
+                            ("8x4 gather1", dict(bound_subsets=8), 1)]
+            for name, fields, gather_from in variants + variants[:1]:
+                config.TAU_GATHER_FROM = gather_from
+                with launch_fields(**fields):
+                    t, cand = stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} {name}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
+                      flush=True)
+        config.TAU_GATHER_FROM = default_from
+        for D, N, B, inputs in [(128, 4096, 8, "random"), (128, 16384, 2, "clustered"), (128, 4096, 8, "clustered")]:
+            for name, fields in (("default", {}), ("dkdv3", dict(dkdv_stages=3)), ("default", {})):
+                with launch_fields(**fields):
+                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} {name}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)
