@@ -218,6 +218,28 @@ if __name__ == "__main__":
                     t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
                 print(f"D={D} N={N} B={B} {inputs} {name}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
         sys.exit(0)
+    # `stage_times.py bounds2`: run 65 found 8 × 4 with gathering from sweep 1 faster at D128 (τ random N4k 2.05 ->
+    # 1.77, N16k 7.1-7.3 -> 5.6 ms); the same combinations at D64 (pass 1 at a 72 cap or 64 with stack) and 4 × 8
+    # with gathering at both head dims, against the default read first and last
+    if sys.argv[1:2] == ["bounds2"]:
+        default_from = config.TAU_GATHER_FROM
+        cases = [(64, 4096, 8, "random"), (64, 4096, 8, "clustered"), (64, 16384, 2, "clustered"),
+                 (64, 16384, 2, "random"), (128, 4096, 8, "random"), (128, 4096, 8, "clustered"),
+                 (128, 16384, 2, "clustered"), (128, 16384, 2, "random")]
+        for D, N, B, inputs in cases:
+            cap = dict(rowmax_maxnreg=72) if D == 64 else {}
+            variants = [("default", {}, default_from), ("8x4 gather1", dict(bound_subsets=8, **cap), 1),
+                        ("4x8 gather1", dict(bound_depth=8, **cap), 1)]
+            if D == 64:
+                variants.append(("8x4 cap64 gather1", dict(bound_subsets=8), 1))
+            for name, fields, gather_from in variants + variants[:1]:
+                config.TAU_GATHER_FROM = gather_from
+                with launch_fields(**fields):
+                    t, cand = stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} {name}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
+                      flush=True)
+        config.TAU_GATHER_FROM = default_from
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)
