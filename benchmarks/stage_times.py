@@ -240,6 +240,17 @@ if __name__ == "__main__":
                       flush=True)
         config.TAU_GATHER_FROM = default_from
         sys.exit(0)
+    # `stage_times.py dkdvrel`: the dk/dv kernel with scores relative to the row maxima ((x - m) - (τ - m): one
+    # more per-row vector and one FADD per score; config.Launch.dkdv_relative) against τ in score units (the dq
+    # kernel then also stores τ + m), read first and last
+    if sys.argv[1:2] == ["dkdvrel"]:
+        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
+                                (128, 4096, 8, "random"), (128, 16384, 2, "clustered")]:
+            for rel in (False, True, False, True):
+                with launch_fields(dkdv_relative=rel):
+                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
+                print(f"D={D} N={N} B={B} {inputs} dkdv_relative={rel}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:
             t_dq, t_dkdv = bwd_stages(D, inputs)

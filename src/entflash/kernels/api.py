@@ -262,7 +262,8 @@ def _fwd_impl(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, 
 
 def backward_buffers(geo, q, k, v, need_dalpha):
     """(dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs) of one backward call; tau_abs: τ in score units,
-    written by the dq kernel for the dk/dv kernel (backward.py)."""
+    written by the dq kernel for a dk/dv kernel without config.Launch.dkdv_relative (backward.py; a dummy
+    otherwise)."""
     dev = q.device
     dq = _new(q.shape, q.dtype, dev)
     dk = _new(k.shape, k.dtype, dev)
@@ -272,7 +273,7 @@ def backward_buffers(geo, q, k, v, need_dalpha):
     lists_q = torch.empty((geo.B * geo.H, geo.n_qblk * geo.launch.dq_split, geo.n_kblk), dtype=torch.int32,
                           device=dev)
     lists_k = torch.empty((geo.B * geo.Hkv, geo.n_kblk, geo.n_qblk), dtype=torch.int32, device=dev)
-    tau_abs = _new(geo.stat_shape(), torch.float32, dev)
+    tau_abs = _dummy(dev) if geo.launch.dkdv_relative else _new(geo.stat_shape(), torch.float32, dev)
     return dq, dk, dv, delta, da_rows, lists_q, lists_k, tau_abs
 
 
@@ -293,15 +294,16 @@ def backward_stages(do, q, k, v, tau, m, tmax, taumin, g, scale, bufs, need_dalp
             q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau, m, tmax, taumin, lists_q, do, delta, tau_abs, dq, da_rows,
             o, *sq, *sk, *sv, *sd, *g.strides(dq), *g.strides(o), g.skpm, g.smb, g.smh, g.H, g.G, *tail,
             ALPHA_GRAD=need_dalpha, KCHUNK=config.KCHUNK, ONE_SWEEP=one, SPLIT=L.dq_split,
-            FULL_TILES=L.dq_full_tiles, **_stages(g, "dq"),
+            FULL_TILES=L.dq_full_tiles, WRITE_TABS=not L.dkdv_relative, **_stages(g, "dq"),
             **_regcap("dq", config.dq_maxnreg(L, need_dalpha)),
         )
 
     def dkdv_pass():
         dkdv_kernel[(triton.cdiv(g.n_kblk, L.dkdv_kpp), g.B * g.Hkv)](
-            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau_abs, tmax, taumin, lists_k, do, delta, dk, dv,
-            *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail, KCHUNK=config.KCHUNK,
-            KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, **_stages(g, "dkdv"), **_regcap("dkdv"),
+            q, k, v, g.kpm_t, g.cq, g.ck, g.alpha_buf, tau if L.dkdv_relative else tau_abs, m, tmax, taumin, lists_k,
+            do, delta, dk, dv, *sq, *sk, *sv, *sd, *g.strides(dk), g.skpm, g.smb, g.smh, g.Hkv, g.G, *tail,
+            KCHUNK=config.KCHUNK, KPP=L.dkdv_kpp, QC=L.dkdv_qc or L.BLOCK_M, RELATIVE=L.dkdv_relative,
+            **_stages(g, "dkdv"), **_regcap("dkdv"),
         )
     return dq_pass, dkdv_pass
 

@@ -15,15 +15,17 @@ AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer.
 The dk/dv program of a key block loops over the query heads of its GQA group
 itself, so no two programs write the same rows.
 
-The dq kernel works relative to the row maximum m (x - m, τ - m: common.row_max),
-since every term of a row's dq shares the row's τ error. The dk/dv kernel reads
-τ in score units (TABS, written by the dq kernel: fl(τ - m + m), within half an
-ulp of |τ|): a dk or dv sums over query rows, each with its own rounding of τ,
-and at scale 45 (|τ| ~ 400) its errors were the same to two digits with m and
-τ - m loaded instead (8440b63, eight CPU draws: the recomputed scores' own
-float32 rounding dominates there; NOTES session 8), while the column-vector
-layout of its transposed tiles makes a second per-row value cost 16 registers a
-thread (run 36: 254 registers and 12% more time on random inputs).
+Both kernels work relative to the row maximum m (x - m, τ - m: common.row_max).
+The dk/dv kernel did not until session 14: it read τ in score units (TABS,
+written by the dq kernel, fl(τ - m + m)), one per-row value instead of two (the
+column-vector layout of its transposed tiles makes each cost registers: run 36,
+the 8-warp kernel, 254 registers and 12% more time on random inputs). But τ in
+score units is off by up to half an ulp of |τ|, which p = y^(1/(α-1)) turns into
+a relative error of (1/(α-1)) ulp(|τ|) / y in every p of the row: one key and
+scale 1000 (|x| ~ 4000, the GPU property test's seed 32) gave dv = p dO with p
+1 - 1e-4 where the float32 reference has p = 1 exactly. Relative to m the same
+subtraction is exact to the ulps of x - m (config.Launch.dkdv_relative; TABS
+stays as the measured alternative).
 Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """
 
@@ -34,7 +36,7 @@ from .common import (
     block_part, dalpha_probs,
     fold_sum, grad_terms, grad_weights_y, head_alpha, load_cols, load_rows, mask_scores_b, needs_mask,
     probs_y,
-    program_ids, query_block, row_offset, score_tile, tile_list, visited_tiles,
+    program_ids, query_block, row_max, row_offset, score_tile, tile_list, visited_tiles,
 )
 
 
@@ -66,7 +68,7 @@ def dq_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr, ONE_SWEEP: tl.constexpr,
-    SPLIT: tl.constexpr = 1, FULL_TILES: tl.constexpr = False,
+    SPLIT: tl.constexpr = 1, FULL_TILES: tl.constexpr = False, WRITE_TABS: tl.constexpr = False,
 ):
     """dq (and δ, dα) of one query block. Two sweeps (δ first, then dq = scale Σ u (g - δ) k), or with ONE_SWEEP
     one: A = Σ u (g - δ̂) k and B = Σ u k with δ̂ = dO·o (the forward's output o: a weighted mean of the same g,
@@ -144,8 +146,9 @@ def dq_kernel(
             sug = tl.sum(sug_h, 1)
         delta = tl.where(su > 0, sug / tl.where(su > 0, su, 1.0), 0.0)
         tl.store(DELTA + stat_off + offs_m, delta, mask=rmask)
-        # τ in score units for the dk/dv kernel (see there): one rounding of τ - m plus m
-        tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
+        if WRITE_TABS:
+            # τ in score units for the dk/dv kernel without dkdv_relative (module docstring): τ - m plus m
+            tl.store(TABS + stat_off + offs_m, tau + m, mask=rmask)
         if ALPHA_GRAD:
             # dα per row (entmax.entmax_grad_alpha), a = α - 1, p̂ = p / Σp, ũ = u / Σu, δ = Σ ũ g:
             #   dα = Σ (p̂ - ũ) g / a² - Σ p̂ ln p̂ (g - δ) / a.
@@ -205,17 +208,19 @@ def dq_kernel(
 
 @triton.jit
 def dkdv_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TABS, TMAX, TAUMIN, LISTS, DO, DELTA, DK, DV,
+    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TABS, M, TMAX, TAUMIN, LISTS, DO, DELTA, DK, DV,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, skpm, smb, smh,
     Hkv, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr, KPP: tl.constexpr, QC: tl.constexpr,
+    RELATIVE: tl.constexpr = True,
 ):
     """dk, dv of KPP consecutive key tiles (KPP·BLOCK_N keys) per program, computed transposed (sᵀ = k·qᵀ, keys
     as rows) so that pᵀ and dzᵀ feed the dv and dk dots from registers; the key dimension fills the MMA's
     rows. A query block is visited when the tile map admits it for any of the program's key tiles, in
-    chunks of QC rows (chunks past the causal bound are skipped). TABS: τ in score units (module docstring)."""
+    chunks of QC rows (chunks past the causal bound are skipped). RELATIVE: scores relative to the row maxima M,
+    TABS the forward's τ - m; else TABS is τ in score units, written by the dq kernel (module docstring)."""
     pid_n = tl.program_id(0)
     pid_bhk = tl.program_id(1)
     b, hk, _, qs, Lq, ks, Lk = program_ids(pid_bhk, Hkv, 1, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -263,9 +268,14 @@ def dkdv_kernel(
                 do = load_rows(do_base, offs_m, offs_d, Lq, sdn, D)
                 tau = tl.load(TABS + stat_off + offs_m, mask=rmask, other=float("inf"))
                 delta = tl.load(DELTA + stat_off + offs_m, mask=rmask, other=0.0)
-                # y = x - τ in one fused multiply-add per score, masked after (-inf - τ and -inf agree: the mask
-                # test no longer sits between the scale and the subtraction, which cost an FMUL and an FADD)
-                yT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale - tau[None, :]
+                # y = x - τ, masked after (-inf - τ and -inf agree: the mask test no longer sits between the scale
+                # and the subtraction, which cost an FMUL and an FADD). RELATIVE: (x - m) - (τ - m), x - m in one
+                # fused multiply-add (exact to its own ulps, as in the dq kernel); else one FMA with τ in score units
+                if RELATIVE:
+                    m = row_max(M, stat_off + offs_m, rmask)
+                    yT = (tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale - m[None, :]) - tau[None, :]
+                else:
+                    yT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale - tau[None, :]
                 if needs_mask(start_c, start_n, Lq, Lk, QC, NK, CAUSAL, HAS_KPM):
                     yT = mask_scores_b(yT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
                 pT = probs_y(yT, inv_a, is_soft, KIND)

@@ -145,6 +145,9 @@ class Launch:
     # (benchmarks/tau_sweeps_sim.py topk) at the price of pass-1 registers
     bound_subsets: int = 4
     bound_depth: int = 4
+    # the dk/dv kernel's scores relative to the row maxima, (x - m) - (τ - m), instead of x - τ with τ in score
+    # units (backward.py): exact where |τ| is large (scale 1000, one key: p = 1 - 1e-4 in score units, run 67)
+    dkdv_relative: bool = True
 
     def pipeline_stages(self, kernel: str) -> int:
         """num_stages of a launch: the kernel's own knob ("rowmax", "split" for the split τ pass's one-sweep
