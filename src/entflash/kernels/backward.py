@@ -15,8 +15,8 @@ AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer.
 The dk/dv program of a key block loops over the query heads of its GQA group
 itself, so no two programs write the same rows.
 
-Both kernels work relative to the row maximum m (x - m, τ - m: common.row_max).
-The dk/dv kernel did not until session 14: it read τ in score units (TABS,
+The dq kernel works relative to the row maximum m (x - m, τ - m: common.row_max).
+The dk/dv kernel reads τ in score units (TABS,
 written by the dq kernel, fl(τ - m + m)), one per-row value instead of two (the
 column-vector layout of its transposed tiles makes each cost registers: run 36,
 the 8-warp kernel, 254 registers and 12% more time on random inputs). But τ in
@@ -24,8 +24,9 @@ score units is off by up to half an ulp of |τ|, which p = y^(1/(α-1)) turns in
 a relative error of (1/(α-1)) ulp(|τ|) / y in every p of the row: one key and
 scale 1000 (|x| ~ 4000, the GPU property test's seed 32) gave dv = p dO with p
 1 - 1e-4 where the float32 reference has p = 1 exactly. Relative to m the same
-subtraction is exact to the ulps of x - m (config.Launch.dkdv_relative; TABS
-stays as the measured alternative).
+subtraction is exact to the ulps of x - m, at one more per-row vector and one
+FADD per score (+5..12% dk/dv, run 67): config.Launch.dkdv_relative, on for
+float32 inputs; bfloat16 / float16 keep TABS.
 Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """
 

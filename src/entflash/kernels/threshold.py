@@ -344,8 +344,13 @@ def tau_step(c0, c1, c2, dmin, todo, tau, m, lo, hi_b, res, done, inv_a, KIND: t
         # a converged row also takes its last step when that stays inside the bracket: stopping at τ itself
         # left an error up to tol (~16 float32 ulps at |τ| ~ 100), which p = y^(1/(α-1)) amplifies past the
         # tolerance rule (α = 1.25, scale 91: 1.4e-4 against 8e-5). Not the bisection fallback: a step that
-        # rounds onto the bracket's end (f = 0 exactly at τ) would jump to the far midpoint.
-        res = tl.where(conv, tl.where(inside, rel - halley, rel), res)
+        # rounds onto the bracket's end (f = 0 exactly at τ) would jump to the far midpoint. The step is judged
+        # against the bracket as a difference (-halley against lo - τ, hi - τ: exact for nearby floats), not as
+        # the rounded candidate τ - halley: at |τ| ~ 2000 (scale 1000) a last step below half an ulp of τ
+        # rounded onto τ = lo, failed the test and left τ half an ulp off (one key: p = 1 - 1.5e-4 in the
+        # backward, GPU property test seed 32, session 14)
+        inside_d = (-halley > lo - tau) & (-halley < hi_b - tau)
+        res = tl.where(conv, tl.where(inside_d, rel - halley, rel), res)
         done = done | conv
         tau = tl.where(todo & ~conv, cand, tau)
     else:
