@@ -25,7 +25,7 @@ a relative error of (1/(α-1)) ulp(|τ|) / y in every p of the row: one key and
 scale 1000 (|x| ~ 4000, the GPU property test's seed 32) gave dv = p dO with p
 1 - 1e-4 where the float32 reference has p = 1 exactly. Relative to m the same
 subtraction is exact to the ulps of x - m, at one more per-row vector and one
-FADD per score (+5..12% dk/dv, run 67): config.Launch.dkdv_relative, on for
+FADD per score (+5..12% dk/dv, run 69): config.Launch.dkdv_relative, on for
 float32 inputs; bfloat16 / float16 keep TABS.
 Both kernels visit only tiles where some row group's maximum (tile map) exceeds the group's τ_min.
 """
