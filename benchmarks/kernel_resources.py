@@ -65,7 +65,7 @@ def compile_sm90(fn, D, dtype, kind=config.KIND_ENTMAX15, causal=True, kpm=False
                 QC=L.dkdv_qc or L.BLOCK_M,
                 ONE_SWEEP=config.dq_one_sweep(kind == config.KIND_GENERAL) if one_sweep is None else one_sweep,
                 W=config.sweep_margin(kind), SPLIT=L.split(kernel), FULL_TILES=L.dq_full_tiles,
-                NSUB=L.bound_subsets, DEPTH=L.bound_depth)
+                NSUB=L.bound_subsets, DEPTH=L.bound_depth, RELATIVE=L.dkdv_relative, WRITE_TABS=not L.dkdv_relative)
     dt = {"bfloat16": "*bf16", "float16": "*fp16", "float32": "*fp32"}[dtype]
     cons = {k: v for k, v in meta.items() if k in inspect.signature(fn.fn).parameters}
     sig = _signature(fn, dt, cons)

@@ -69,7 +69,7 @@ def dq_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr, ONE_SWEEP: tl.constexpr,
-    SPLIT: tl.constexpr = 1, FULL_TILES: tl.constexpr = False, WRITE_TABS: tl.constexpr = False,
+    SPLIT: tl.constexpr = 1, FULL_TILES: tl.constexpr = False, WRITE_TABS: tl.constexpr = True,
 ):
     """dq (and δ, dα) of one query block. Two sweeps (δ first, then dq = scale Σ u (g - δ) k), or with ONE_SWEEP
     one: A = Σ u (g - δ̂) k and B = Σ u k with δ̂ = dO·o (the forward's output o: a weighted mean of the same g,
@@ -215,7 +215,7 @@ def dkdv_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr, KPP: tl.constexpr, QC: tl.constexpr,
-    RELATIVE: tl.constexpr = True,
+    RELATIVE: tl.constexpr = False,
 ):
     """dk, dv of KPP consecutive key tiles (KPP·BLOCK_N keys) per program, computed transposed (sᵀ = k·qᵀ, keys
     as rows) so that pᵀ and dzᵀ feed the dv and dk dots from registers; the key dimension fills the MMA's
