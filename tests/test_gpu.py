@@ -232,8 +232,8 @@ from hypothesis import strategies as st  # noqa: E402
 # run 41: one key and a per-head α near 1 (dα must be 0; the kernel's was -4.9e-4 before it normalized p and u)
 @example(B=1, Hkv=1, G=2, Nq=22, Nk=1, D=16, dtype="float32", alpha="per-head", causal=False, pad=0, log_scale=0.0,
          seed=0)
-# session 14 (hypothesis seed 32): one key at scale 1000 (|x| ~ 1e3-1e4): the dk/dv kernel's p was 1 - 1e-4 (dv off
-# by 3e-4) while it read τ in score units (config.Launch.dkdv_relative)
+# session 14 (hypothesis seed 32): one key at scale 1000 (|x| ~ 1e3-1e4): the general-α τ was half an ulp of |τ| off
+# (its last Halley step dropped) and the float32 dk/dv read τ in score units: p = 1 - 1.5e-4, dv off by 3e-4
 @example(B=1, Hkv=1, G=1, Nq=1, Nk=1, D=16, dtype="float32", alpha=1.25, causal=False, pad=0, log_scale=3.0, seed=0)
 def test_property_gpu_vs_oracle(B, Hkv, G, Nq, Nk, D, dtype, alpha, causal, pad, log_scale, seed):
     """Random shapes (GQA, Nq != Nk), masks (pad=2: one batch entry fully masked), α (per head too), scales

@@ -21,9 +21,9 @@ written by the dq kernel, fl(τ - m + m)), one per-row value instead of two (the
 column-vector layout of its transposed tiles makes each cost registers: run 36,
 the 8-warp kernel, 254 registers and 12% more time on random inputs). But τ in
 score units is off by up to half an ulp of |τ|, which p = y^(1/(α-1)) turns into
-a relative error of (1/(α-1)) ulp(|τ|) / y in every p of the row: one key and
-scale 1000 (|x| ~ 4000, the GPU property test's seed 32) gave dv = p dO with p
-1 - 1e-4 where the float32 reference has p = 1 exactly. Relative to m the same
+a relative error of up to (1/(α-1)) ulp(|τ|) / (2y) in every p of the row:
+scores ~8000 put 8e-4 into dv (test_dkdv_scores_relative_to_row_max), where the
+float32 reference's error is ~1e-7. Relative to m the same
 subtraction is exact to the ulps of x - m, at one more per-row vector and one
 FADD per score (+5..12% dk/dv, run 69): config.Launch.dkdv_relative, on for
 float32 inputs; bfloat16 / float16 keep TABS.
