@@ -78,6 +78,20 @@ def forward_split_times(cases, fields):
                   f"out {t[2]} ms", flush=True)
 
 
+def forward_variant_times(cases, variants_of):
+    """Forward stage times per case under the variants variants_of(D) gives, (name, config.Launch fields,
+    config.TAU_GATHER_FROM), the first read again at the end (drift control); TAU_GATHER_FROM restored after."""
+    default_from = config.TAU_GATHER_FROM
+    for D, N, B, inputs in cases:
+        variants = variants_of(D)
+        for name, fields, gather_from in variants + variants[:1]:
+            config.TAU_GATHER_FROM = gather_from
+            with launch_fields(**fields):
+                t, cand = stages(D, inputs, N=N, B=B)
+            print(f"D={D} N={N} B={B} {inputs} {name}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms", flush=True)
+    config.TAU_GATHER_FROM = default_from
+
+
 if __name__ == "__main__":
     # `stage_times.py n 4096`: forward stages and backward kernels at another N (B = 32768 / N, the bench's
     # token count), D64 causal, both inputs: where a short-sequence case loses (run 33: N4k random f+b 1.21x
@@ -191,27 +205,18 @@ if __name__ == "__main__":
     # stack), one with the gathered stragglers from sweep 1 (config.TAU_GATHER_FROM); the default read first and
     # last. Then dk/dv at 3 pipeline stages at D128 (run 63: random N4k -4%; clustered not measured)
     if sys.argv[1:2] == ["bounds"]:
-        default_from = config.TAU_GATHER_FROM
-        cases = [(64, 4096, 8, "random"), (64, 4096, 8, "clustered"), (64, 16384, 2, "clustered"),
-                 (64, 16384, 2, "random"), (128, 4096, 8, "random"), (128, 16384, 2, "clustered"),
-                 (128, 16384, 2, "random")]
-        for D, N, B, inputs in cases:
+        g = config.TAU_GATHER_FROM
+
+        def bounds(D):
             if D == 64:
-                variants = [("default", {}, default_from), ("8x4 cap72", dict(bound_subsets=8, rowmax_maxnreg=72),
-                                                            default_from),
-                            ("4x8 cap72", dict(bound_depth=8, rowmax_maxnreg=72), default_from),
-                            ("8x4 cap64", dict(bound_subsets=8), default_from)]
-            else:
-                variants = [("default", {}, default_from), ("8x4", dict(bound_subsets=8), default_from),
-                            ("4x8", dict(bound_depth=8), default_from),
-                            ("8x4 gather1", dict(bound_subsets=8), 1)]
-            for name, fields, gather_from in variants + variants[:1]:
-                config.TAU_GATHER_FROM = gather_from
-                with launch_fields(**fields):
-                    t, cand = stages(D, inputs, N=N, B=B)
-                print(f"D={D} N={N} B={B} {inputs} {name}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
-                      flush=True)
-        config.TAU_GATHER_FROM = default_from
+                return [("default", {}, g), ("8x4 cap72", dict(bound_subsets=8, rowmax_maxnreg=72), g),
+                        ("4x8 cap72", dict(bound_depth=8, rowmax_maxnreg=72), g),
+                        ("8x4 cap64", dict(bound_subsets=8), g)]
+            return [("default", {}, g), ("8x4", dict(bound_subsets=8), g), ("4x8", dict(bound_depth=8), g),
+                    ("8x4 gather1", dict(bound_subsets=8), 1)]
+        forward_variant_times([(64, 4096, 8, "random"), (64, 4096, 8, "clustered"), (64, 16384, 2, "clustered"),
+                               (64, 16384, 2, "random"), (128, 4096, 8, "random"), (128, 16384, 2, "clustered"),
+                               (128, 16384, 2, "random")], bounds)
         for D, N, B, inputs in [(128, 4096, 8, "random"), (128, 16384, 2, "clustered"), (128, 4096, 8, "clustered")]:
             for name, fields in (("default", {}), ("dkdv3", dict(dkdv_stages=3)), ("default", {})):
                 with launch_fields(**fields):
@@ -222,23 +227,16 @@ if __name__ == "__main__":
     # 1.77, N16k 7.1-7.3 -> 5.6 ms); the same combinations at D64 (pass 1 at a 72 cap or 64 with stack) and 4 × 8
     # with gathering at both head dims, against the default read first and last
     if sys.argv[1:2] == ["bounds2"]:
-        default_from = config.TAU_GATHER_FROM
-        cases = [(64, 4096, 8, "random"), (64, 4096, 8, "clustered"), (64, 16384, 2, "clustered"),
-                 (64, 16384, 2, "random"), (128, 4096, 8, "random"), (128, 4096, 8, "clustered"),
-                 (128, 16384, 2, "clustered"), (128, 16384, 2, "random")]
-        for D, N, B, inputs in cases:
+        g = config.TAU_GATHER_FROM
+
+        def bounds2(D):
             cap = dict(rowmax_maxnreg=72) if D == 64 else {}
-            variants = [("default", {}, default_from), ("8x4 gather1", dict(bound_subsets=8, **cap), 1),
-                        ("4x8 gather1", dict(bound_depth=8, **cap), 1)]
-            if D == 64:
-                variants.append(("8x4 cap64 gather1", dict(bound_subsets=8), 1))
-            for name, fields, gather_from in variants + variants[:1]:
-                config.TAU_GATHER_FROM = gather_from
-                with launch_fields(**fields):
-                    t, cand = stages(D, inputs, N=N, B=B)
-                print(f"D={D} N={N} B={B} {inputs} {name}: pass1 {t[0]} ms, tau {t[1]} ms, out {t[2]} ms",
-                      flush=True)
-        config.TAU_GATHER_FROM = default_from
+            return ([("default", {}, g), ("8x4 gather1", dict(bound_subsets=8, **cap), 1),
+                     ("4x8 gather1", dict(bound_depth=8, **cap), 1)]
+                    + ([("8x4 cap64 gather1", dict(bound_subsets=8), 1)] if D == 64 else []))
+        forward_variant_times([(64, 4096, 8, "random"), (64, 4096, 8, "clustered"), (64, 16384, 2, "clustered"),
+                               (64, 16384, 2, "random"), (128, 4096, 8, "random"), (128, 4096, 8, "clustered"),
+                               (128, 16384, 2, "clustered"), (128, 16384, 2, "random")], bounds2)
         sys.exit(0)
     # `stage_times.py dkdvrel`: the dk/dv kernel with scores relative to the row maxima ((x - m) - (τ - m): one
     # more per-row vector and one FADD per score; config.Launch.dkdv_relative) against τ in score units (the dq
