@@ -92,6 +92,15 @@ def forward_variant_times(cases, variants_of):
     config.TAU_GATHER_FROM = default_from
 
 
+def backward_variant_times(cases, variants):
+    """The backward's kernel times per case under each (name, config.Launch fields) of variants, in order."""
+    for D, N, B, inputs in cases:
+        for name, fields in variants:
+            with launch_fields(**fields):
+                t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
+            print(f"D={D} N={N} B={B} {inputs} {name}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+
+
 if __name__ == "__main__":
     # `stage_times.py n 4096`: forward stages and backward kernels at another N (B = 32768 / N, the bench's
     # token count), D64 causal, both inputs: where a short-sequence case loses (run 33: N4k random f+b 1.21x
@@ -217,11 +226,8 @@ if __name__ == "__main__":
         forward_variant_times([(64, 4096, 8, "random"), (64, 4096, 8, "clustered"), (64, 16384, 2, "clustered"),
                                (64, 16384, 2, "random"), (128, 4096, 8, "random"), (128, 16384, 2, "clustered"),
                                (128, 16384, 2, "random")], bounds)
-        for D, N, B, inputs in [(128, 4096, 8, "random"), (128, 16384, 2, "clustered"), (128, 4096, 8, "clustered")]:
-            for name, fields in (("default", {}), ("dkdv3", dict(dkdv_stages=3)), ("default", {})):
-                with launch_fields(**fields):
-                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
-                print(f"D={D} N={N} B={B} {inputs} {name}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        backward_variant_times([(128, 4096, 8, "random"), (128, 16384, 2, "clustered"), (128, 4096, 8, "clustered")],
+                               [("default", {}), ("dkdv3", dict(dkdv_stages=3)), ("default", {})])
         sys.exit(0)
     # `stage_times.py bounds2`: run 65 found 8 × 4 with gathering from sweep 1 faster at D128 (τ random N4k 2.05 ->
     # 1.77, N16k 7.1-7.3 -> 5.6 ms); the same combinations at D64 (pass 1 at a 72 cap or 64 with stack) and 4 × 8
@@ -242,12 +248,9 @@ if __name__ == "__main__":
     # more per-row vector and one FADD per score; config.Launch.dkdv_relative) against τ in score units (the dq
     # kernel then also stores τ + m), read first and last
     if sys.argv[1:2] == ["dkdvrel"]:
-        for D, N, B, inputs in [(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
-                                (128, 4096, 8, "random"), (128, 16384, 2, "clustered")]:
-            for rel in (False, True, False, True):
-                with launch_fields(dkdv_relative=rel):
-                    t_dq, t_dkdv = bwd_stages(D, inputs, N=N, B=B)
-                print(f"D={D} N={N} B={B} {inputs} dkdv_relative={rel}: dq {t_dq} ms, dkdv {t_dkdv} ms", flush=True)
+        backward_variant_times([(64, 4096, 8, "random"), (64, 16384, 2, "random"), (64, 16384, 2, "clustered"),
+                                (128, 4096, 8, "random"), (128, 16384, 2, "clustered")],
+                               [(f"dkdv_relative={r}", dict(dkdv_relative=r)) for r in (False, True, False, True)])
         sys.exit(0)
     if sys.argv[1:2] == ["bwd"]:
         for D, inputs in [(64, "clustered"), (128, "clustered"), (64, "random")]:

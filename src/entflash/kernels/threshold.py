@@ -53,9 +53,8 @@ import triton.language as tl
 from . import config
 from .common import (
     max_nan, block_offsets, block_part, block_tile_list, fold_max4, fold_max8, fold_min, fold_sum, group_reduce_max,
-    insert4,
-    group_reduce_min,
-    head_alpha, load_cols, load_rows, map_value, mask_tile, program_ids, query_block, row_offset,
+    group_reduce_min, head_alpha, insert4, load_cols, load_rows, map_value, mask_tile, program_ids, query_block,
+    row_offset,
     safe_max, score_tile,
 )
 
