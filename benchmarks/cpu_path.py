@@ -53,9 +53,13 @@ def _one(kind: str, N: int, alpha: float, what: str) -> dict:
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "--one":
+    if len(sys.argv) > 1 and sys.argv[1] == "--one":  # one measurement, in the subprocess the parent started
         print(json.dumps(_one(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])))
         return
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     rows = []
     cases = [("sdpa", 4096, 1.0, "fwd"), ("entflash", 4096, 1.5, "fwd"), ("entflash", 4096, 2.0, "fwd"),
              ("sdpa", 4096, 1.0, "fwdbwd"), ("entflash", 4096, 1.5, "fwdbwd"),

@@ -1,24 +1,22 @@
 #!/usr/bin/env bash
-# One device call: the steps named in $1 (space-separated, in order), everything written under $OUT.
-# usage (on the device machine, repo root): bash benchmarks/gpu_run.sh "bench stages tests property long sanitize errors" [bench args]
-#   tests     pytest -m "gpu and not slow" (test_gpu.py)  -> gpu_tests.txt
-#   ptests    the same suite as four pytest processes at once (-k groups covering its 33 tests once each; they
-#             compile on separate cores: a cold cache took the one-process suite past 320 s in run 61)
-#             -> gpu_tests_<n>.txt
-#   property  the slow GPU tests (hypothesis property test) -> gpu_property.txt
-#   bench     python -m entflash.bench [bench args]      -> bench.jsonl, bench.txt
-#   stages    benchmarks/stage_times.py $STAGES_ARGS    -> stage_times.txt  (STAGES_ARGS: fwd | bwd | bwdall | dqone | dkdv | dkdvw | dqsplit | fwdsplit | tausplit | dqfull | pipes | "n 4096" | "alpha 1.3" | maxnreg | rowgroup | occupancy)
-#   long      benchmarks/long_context.py (N = 262144)    -> long_context.txt
-#   sanitize  compute-sanitizer memcheck + racecheck on benchmarks/sanitize.py -> sanitize_*.txt
-#   errors    python -m entflash.bench --errors          -> errors.jsonl, errors.txt
-#   sweepcost benchmarks/sweep_cost.py (price of a per-tile reduction) -> sweep_cost.txt
-#   taulaunch benchmarks/tau_launches.py (per-launch times of the split tau pass) -> tau_launches.txt
-#   regcap    benchmarks/regcap_probe.py (backward under dq register caps) -> regcap_probe.txt
-#   launch    benchmarks/launch_sweep.py (per-kernel num_warps/num_stages) -> launch_sweep.jsonl, .txt
-# TCACHE_SAVE=1: also return Triton's cache as $OUT/tcache.tgz (see below; a carried ./.tcache.tgz starts warm).
-# Pass ENTFLASH_COMMIT=<hash of the working tree> in the command: the device copy's git HEAD can be stale
-# (run 5 recorded an older commit that way).
+# One device call: the steps named in $1 (space-separated, in order), every output written under $OUT.
+#
+#   bash benchmarks/gpu_run.sh "tests bench errors" [bench args...]      (on the GPU machine, repo root)
+#
+#   tests     the GPU suite (pytest -m "gpu and not slow") as four pytest processes that compile on separate
+#             cores (a cold Triton cache makes one process spend minutes compiling) -> gpu_tests_<n>.txt
+#   property  the slow GPU tests (hypothesis property test)                      -> gpu_property.txt
+#   bench     python -m entflash.bench [bench args]                              -> bench.jsonl, bench.txt
+#   errors    python -m entflash.bench --errors                                  -> errors.jsonl, errors.txt
+#   stages    benchmarks/stage_times.py $STAGES_ARGS                             -> stage_times.txt
+#   long      benchmarks/long_context.py                                         -> long_context.txt
+#   sanitize  compute-sanitizer memcheck and racecheck on benchmarks/sanitize.py -> sanitize_<tool>.txt
+#
+# Wheels in ./.whl (e.g. adasplash, for the side-by-side rows) are installed first. Set ENTFLASH_COMMIT to the
+# working tree's commit: the device copy's git metadata may be stale. TCACHE_SAVE=1 returns Triton's cache as
+# $OUT/tcache.tgz; a carried ./.tcache.tgz starts the next call warm.
 set -o pipefail
+case "${1:-}" in -h|--help) sed -n '2,17p' "$0"; exit 0 ;; esac
 steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -28,29 +26,26 @@ else
   export PYTHONPATH=src
 fi
 export PYTHONUNBUFFERED=1 ENTFLASH_COMMIT=${ENTFLASH_COMMIT:-unknown}
-# Triton's compiled kernels and autotuning results (entflash's and AdaSplash's) kept between calls: a
-# .tcache.tgz in the checkout (ignored; name it in `carry`) is unpacked into the cache, and with TCACHE_SAVE=1
-# the cache is packed into $OUT/tcache.tgz after the steps (one file: what comes back must be at most two
-# folders deep). Without the file every call compiles and autotunes from scratch, as before.
 export TRITON_CACHE_DIR=/tmp/tcache TRITON_CACHE_AUTOTUNING=1
 mkdir -p "$TRITON_CACHE_DIR"
-if [ -f .tcache.tgz ]; then tar -xzf .tcache.tgz -C "$TRITON_CACHE_DIR" && echo "triton cache: $(find "$TRITON_CACHE_DIR" -type f | wc -l) files from .tcache.tgz"; fi
-{ nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; date -u; echo "commit $ENTFLASH_COMMIT"; } | tee "$OUT/env.txt"
+if [ -f .tcache.tgz ]; then tar -xzf .tcache.tgz -C "$TRITON_CACHE_DIR"; fi
+{ nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  date -u; echo "commit $ENTFLASH_COMMIT"; } | tee "$OUT/env.txt"
 for step in $steps; do
   echo "=== $step $(date -u +%T)"
   case $step in
-    tests) timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "gpu and not slow" -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.txt" ;;
-    ptests)
-      groups=("dtypes_against and True" "dtypes_against and False"
-              "alphas or negative_and_zero or long_sequence or deterministic"
-              "not dtypes_against and not alphas and not negative_and_zero and not long_sequence and not deterministic")
-      for i in "${!groups[@]}"; do
-        (timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "gpu and not slow" -q -rf -p no:cacheprovider tests/test_gpu.py \
-           -k "${groups[$i]}" > "$OUT/gpu_tests_$i.txt" 2>&1; echo "group $i (${groups[$i]}) exit $?" >> "$OUT/gpu_tests_$i.txt") &
+    tests)
+      # the suite's test ids dealt round-robin to four processes
+      mapfile -t ids < <(python3 -m pytest -m "gpu and not slow" --collect-only -q -p no:cacheprovider tests | grep '::')
+      for i in 0 1 2 3; do
+        part=(); for j in "${!ids[@]}"; do [ $((j % 4)) = $i ] && part+=("${ids[$j]}"); done
+        (timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "gpu and not slow" -q -rf -p no:cacheprovider "${part[@]}" \
+           > "$OUT/gpu_tests_$i.txt" 2>&1; echo "exit $?" >> "$OUT/gpu_tests_$i.txt") &
       done
-      wait; tail -n 2 "$OUT"/gpu_tests_*.txt ;;
-    property) timeout ${PROP_TIMEOUT:-330} python3 -m pytest -m "gpu and slow" -q -rf -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_property.txt" ;;
+      wait; tail -n 3 "$OUT"/gpu_tests_*.txt ;;
+    property) timeout ${PROP_TIMEOUT:-330} python3 -m pytest -m "gpu and slow" -q -rf -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_property.txt" ;;
     bench) timeout ${BENCH_TIMEOUT:-300} python3 -m entflash.bench --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
+    errors) timeout ${ERR_TIMEOUT:-240} python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
     stages) timeout ${STAGES_TIMEOUT:-120} python3 benchmarks/stage_times.py ${STAGES_ARGS:-} 2>&1 | tee "$OUT/stage_times.txt" ;;
     long) timeout ${LONG_TIMEOUT:-240} python3 benchmarks/long_context.py 2>&1 | tee "$OUT/long_context.txt" ;;
     sanitize)
@@ -59,12 +54,7 @@ for step in $steps; do
         { echo "\$ compute-sanitizer --tool $tool python3 benchmarks/sanitize.py"; compute-sanitizer --version | tail -1;
           PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool $tool python3 benchmarks/sanitize.py; echo "exit $?"; } 2>&1 | tee "$OUT/sanitize_$tool.txt"
       done ;;
-    errors) timeout ${ERR_TIMEOUT:-240} python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
-    launch) timeout ${LAUNCH_TIMEOUT:-300} python3 benchmarks/launch_sweep.py "$OUT/launch_sweep.jsonl" 2>&1 | tee "$OUT/launch_sweep.txt" ;;
-    taulaunch) timeout ${TAUL_TIMEOUT:-120} python3 benchmarks/tau_launches.py 2>&1 | tee "$OUT/tau_launches.txt" ;;
-    regcap) timeout ${REGCAP_TIMEOUT:-150} python3 benchmarks/regcap_probe.py 2>&1 | tee "$OUT/regcap_probe.txt" ;;
-    sweepcost) timeout ${SWEEP_TIMEOUT:-120} python3 benchmarks/sweep_cost.py 2>&1 | tee "$OUT/sweep_cost.txt" ;;
-    *) echo "unknown step $step" ;;
+    *) echo "unknown step $step (see bash benchmarks/gpu_run.sh --help)" ;;
   esac
 done
 # the compared libraries' autotuning choices the bench recorded (bench/autotune_cache.py): commit them under

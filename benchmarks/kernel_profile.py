@@ -1,4 +1,4 @@
-"""Per-kernel GPU time of one forward+backward, by method (torch.profiler), for the notes' comparisons.
+"""Per-kernel GPU time of one forward+backward, entflash next to AdaSplash-2 (torch.profiler).
 
 `kernel_profile.py [D N B inputs]...` (default: 64 4096 8 random, 128 16384 2 random; causal, bf16, H = 16):
 for entflash and AdaSplash-2 (when importable) prints each kernel's mean time per f+b call, so that a
@@ -22,10 +22,11 @@ def fwd_bwd(fn, q, k, v, do):
     fn(q, k, v).backward(do)
 
 
-def cases(argv):
-    args = [a for a in argv if not a.startswith("--")]
+def cases(args):
     if not args:
         return [(64, 4096, 8, "random"), (128, 16384, 2, "random")]
+    if len(args) % 4:
+        raise SystemExit(f"cases are groups of four (D N B inputs), got {args}")
     return [(int(args[i]), int(args[i + 1]), int(args[i + 2]), args[i + 3]) for i in range(0, len(args), 4)]
 
 
@@ -45,9 +46,16 @@ def profile(fn, q, k, v, do, iters=10):
 
 
 def main(argv):
-    autotune_cache.load("benchmarks/autotune/NVIDIA_H200.json")
-    ncu = "--ncu" in argv
-    for D, N, B, inputs in cases(argv):
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("case", nargs="*", help="D N B inputs, repeated")
+    ap.add_argument("--ncu", action="store_true", help="one profiled call per method, for ncu")
+    args = ap.parse_args(argv)
+    autotune_cache.load(f"benchmarks/autotune/{torch.cuda.get_device_name().replace(' ', '_')}.json")
+    ncu = args.ncu
+    for D, N, B, inputs in cases(args.case):
         q, k, v = (t.requires_grad_() for t in make_inputs(inputs, B, 16, N, D, True))
         do = torch.randn_like(q)
         for name in METHODS:

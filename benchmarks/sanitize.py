@@ -1,4 +1,4 @@
-"""Every kernel at small, odd shapes, for compute-sanitizer (issue 5):
+"""Every kernel at small, odd shapes, for compute-sanitizer (out-of-bounds accesses, races):
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python benchmarks/sanitize.py
     compute-sanitizer --tool racecheck python benchmarks/sanitize.py
@@ -46,4 +46,8 @@ def main():
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

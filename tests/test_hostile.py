@@ -1,4 +1,4 @@
-"""Hostile input (issue 5): every case gets a clear error or the documented result, on the torch path and
+"""Hostile input: every case gets a clear error or the documented result, on the torch path and
 on the Triton kernels (interpreter on CPU, the GPU when present)."""
 
 import math

@@ -1,6 +1,6 @@
 """Pure-PyTorch α-entmax: exact thresholds, probabilities and autograd (x and α).
 
-Conventions (DESIGN.md §1): for scores z and α in (1, 2],
+Conventions (docs/design.md, "The math"): for scores z and α in (1, 2],
 
     p_j = [(α-1) z_j - τ]_+ ^ (1/(α-1)),    Σ_j p_j = 1.
 
@@ -243,7 +243,7 @@ def shifted_threshold(zs: torch.Tensor, a_rows: torch.Tensor, kind, exact: str =
 
 
 def entmax_threshold(z: torch.Tensor, alpha: AlphaLike = 1.5, exact: str = "sort"):
-    """τ and support size for each row of z (last dim), in the units of DESIGN.md §1.
+    """τ and support size for each row of z (last dim), in the units of docs/design.md (τ of (α-1)·z).
 
     z: (R, n) float scores, -inf = masked. alpha: float, or a tensor of shape
     (R,) (one α per row). Returns (tau, support): tau (R,) in the work dtype

@@ -1,1 +1,1 @@
-"""Benchmark and sparsity CLI: `python -m entflash.bench` (DESIGN.md §6)."""
+"""Benchmark and sparsity CLI: `python -m entflash.bench` (docs/performance.md)."""

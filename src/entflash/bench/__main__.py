@@ -1,10 +1,10 @@
-"""`python -m entflash.bench`: speed, sparsity and memory, side by side (DESIGN.md §6).
+"""`python -m entflash.bench`: speed, sparsity and memory, side by side (docs/performance.md).
 
     python -m entflash.bench                       # the full sweep (D 64/128, N 4k/16k/64k, causal or not)
     python -m entflash.bench --skip-slow --budget-s 570   # the same, cut at 570 s (unmeasured rows marked skipped)
     python -m entflash.bench --d 64 --n 16384 --causal yes --inputs clustered random
     python -m entflash.bench --errors              # exactness report (N=1024, D=64) instead of timings
-    python -m entflash.bench --targets             # only the cases of the speed targets (issue 4), then the report
+    python -m entflash.bench --targets             # only the cases of the speed targets, then the report
     python -m entflash.bench --from-jsonl F.jsonl --plot   # no GPU: table, target report and plots of saved rows
 
 AdaSplash's autotuning choices are cached in benchmarks/autotune/<gpu>.json
@@ -138,13 +138,13 @@ def sweep_rows(cases, methods, measure, budget_s=None, clock=time.monotonic, ski
             t = clock()
             row = measure(case, method)
             # the row's own wall time (compiles, autotuning, sparsity, memory and both timings): where a
-            # sweep's 10 minutes go (run 33: 43 rows in 585 s)
+            # sweep's minutes go
             row["wall_s"] = round(clock() - t, 1)
             yield row
 
 
 def errors_report(N=1024, D=64, H=8):
-    """Relative L2 error of out and dq against float64 sort-based entmax-1.5 (ANCHORS.md's exactness line)."""
+    """Relative L2 error of out and dq against float64 sort-based entmax-1.5 (the exactness table of docs/performance.md)."""
     from entflash.reference import naive_entmax_attention
 
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -163,9 +163,9 @@ def errors_report(N=1024, D=64, H=8):
                     yield r
                     break
                 if method == "adasplash_v2" and dt == torch.float32:
-                    # H200 run 9 (results/2026-11-28-h200-run9): the report's 200 s limit ran out inside this
-                    # call, after every other causal row had finished; recorded as skipped, not run
-                    r["skipped"] = "v2 float32 did not finish on the H200 (run 9: 200 s limit reached in this call)"
+                    # on the H200 this call did not finish within the report's 200 s, after every other causal row
+                    # had: recorded as skipped, not run
+                    r["skipped"] = "v2 float32 did not finish within 200 s on the H200"
                     yield r
                     continue
                 try:

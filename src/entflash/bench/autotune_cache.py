@@ -12,7 +12,7 @@ usual and then recorded. entflash has no autotuning (fixed launch configs:
 kernels/config.py).
 
 Bounded autotuning (borrow): AdaSplash-2 tuning one new head dim at
-N = 65536 took more than six minutes on the H200 (2026-11-29, run 39), so a
+N = 65536 took more than six minutes on the H200 (2026-11-29), so a
 sweep cannot tune there within its ten minutes. For a sequence length with no
 recorded choice, borrow() copies the choice recorded at the nearest sequence
 length with the same other key parts (head dim, dtypes): AdaSplash's

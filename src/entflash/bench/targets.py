@@ -1,4 +1,4 @@
-"""Issue 4's speed targets: ratios to cuDNN SDPA measured in the same run, and the AdaSplash-2 check."""
+"""The long-context speed targets: ratios to cuDNN SDPA measured in the same run, and the AdaSplash-2 check."""
 
 from __future__ import annotations
 

@@ -1,9 +1,13 @@
-"""Triton kernels for α-entmax attention (DESIGN.md §4).
+"""Triton kernels for α-entmax attention, one module per pass (docs/design.md, "Kernel pipeline").
 
-threshold.py  pass 1 (row max + per-tile max) and the τ pass
-forward.py    sparse output pass
-backward.py   sparse dq and dk/dv passes
-common.py     shared @triton.jit helpers (tile scores, probabilities)
-config.py     block sizes and launch settings, interpreter handling
-api.py        torch.library custom ops, autograd, launchers
+pass1.py    the one dense pass: row maxima, tile map, a lower bound of τ
+tau.py      the τ pass: sweeps over the candidate tiles until every row's τ is exact
+gather.py   the τ pass's last sweeps over the rows still unfinished, gathered
+output.py   the sparse output pass
+dq.py       the backward's dq (and δ, and a per-head α's gradient)
+dkdv.py     the backward's dk and dv
+tiles.py    shared @triton.jit helpers (scores, masks, probabilities, tile lists)
+configs.py  KernelOptions: launch settings by GPU architecture, dtype and head dim
+launch.py   geometry, buffers and the sequence of launches of a call
+ops.py      torch.library custom ops, autograd and the entry points
 """
