@@ -191,10 +191,10 @@ def _portable(dtype: torch.dtype, head_dim: int, arch: Tuple[int, int]) -> Kerne
     stage fewer, and float32 dk/dv smaller query chunks, so that they fit (benchmarks/kernel_check.py)."""
     small_shared = SHARED_LIMIT.get(tuple(arch), 0) < 160 * 1024
     wide = small_shared and head_dim > 64
-    # float32: dk/dv relative to the row maxima, whose error the float32 tolerance sees (docs/design.md); in
-    # 32-row query chunks where 64-row ones do not fit (float32 above D = 64: 112 KB at one stage)
-    return KernelOptions(block_m=64, block_n=32, num_warps=4, num_stages=1 if wide else 2,
-                         dkdv_qc=32 if wide and dtype == torch.float32 else 0, dkdv_relative=dtype == torch.float32)
+    # float32: dk/dv relative to the row maxima, whose error the float32 tolerance sees (docs/design.md); dk/dv in
+    # 32-row query chunks where 64-row ones do not fit (float32 above D = 64 and D = 256: 112 KB at one stage)
+    return KernelOptions(block_m=64, block_n=32, num_warps=4, num_stages=1 if wide else 2, dkdv_qc=32 if wide else 0,
+                         dkdv_relative=dtype == torch.float32)
 
 
 def interpreter_options(dtype: torch.dtype) -> KernelOptions:
