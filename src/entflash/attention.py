@@ -16,14 +16,16 @@ backend="triton", run entflash's own softmax kernels.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 
 from . import torch_path
+from .dropout import draw_seed
 from .validation import (
-    check_alpha, check_backend, check_cu_seqlens, check_flag, check_heads, check_kernel_inputs, check_kernel_options,
-    check_key_padding_mask, check_max_seqlen, check_qkv, check_scale,
+    check_alpha, check_attn_mask, check_backend, check_cu_seqlens, check_dropout, check_flag, check_heads,
+    check_kernel_inputs, check_kernel_options, check_key_padding_mask, check_max_seqlen, check_qkv, check_scale,
+    check_window,
 )
 
 
@@ -36,6 +38,10 @@ def entmax_attention(
     causal: bool = False,
     scale: Optional[float] = None,
     key_padding_mask: Optional[torch.Tensor] = None,
+    attn_mask: Optional[torch.Tensor] = None,
+    window: Optional[Tuple[int, int]] = None,
+    dropout_p: float = 0.0,
+    generator: Optional[torch.Generator] = None,
     return_stats: bool = False,
     backend: str = "auto",
     kernel_options=None,
@@ -46,9 +52,14 @@ def entmax_attention(
     (GQA/MQA). alpha: float in [1, 2] or a tensor of shape (H,) (per head,
     differentiable). causal: bottom-right aligned (query i sees keys
     j <= i + Nk - Nq). scale: default 1/sqrt(D). key_padding_mask: bool
-    (B, Nk), True = keep. A query row with no visible key outputs 0.
-    kernel_options: an entflash.kernels.configs.KernelOptions to launch the
-    Triton kernels with instead of the table's choice for this GPU.
+    (B, Nk), True = keep. attn_mask: bool broadcastable to (B, H, Nq, Nk),
+    True = attend (a float mask of 0 / -inf is converted). window:
+    (left, right), flash-attn's window_size bottom-right aligned: query i
+    sees keys i + Nk - Nq - left .. i + Nk - Nq + right (-1: unbounded).
+    dropout_p: dropout on the weights after entmax, reproducible from
+    generator (entflash/dropout.py). A query row with no visible key
+    outputs 0. kernel_options: an entflash.kernels.configs.KernelOptions to
+    launch the Triton kernels with instead of the table's choice for this GPU.
 
     Returns out (B, H, Nq, Dv); with return_stats=True an AttentionStats
     (out, tau, support) named tuple: tau (B, H, Nq) float32, support
@@ -73,15 +84,22 @@ def entmax_attention(
     check_flag("causal", causal)
     check_flag("return_stats", return_stats)
     check_key_padding_mask(key_padding_mask, B, Nk, q.device)
+    attn_mask = check_attn_mask(attn_mask, B, H, Nq, Nk, q.device)
+    window = check_window(window)
+    dropout_p = check_dropout(dropout_p, generator)
     resolved = check_backend(backend, q.device)
     check_kernel_options(kernel_options, resolved)
-    kw = dict(alpha=alpha, causal=causal, scale=scale, key_padding_mask=key_padding_mask, return_stats=return_stats)
+    plain = attn_mask is None and window is None and dropout_p == 0.0
+    if resolved == "triton" and backend == "auto" and kernel_options is None and plain and _sdpa_ok(
+            alpha, causal, key_padding_mask, return_stats, Nq, Nk, q):
+        return _sdpa(q, k, v, causal, scale, H != Hkv)
+    if resolved == "triton":
+        check_kernel_inputs(q, v)
+    seed = draw_seed(generator, q.device) if dropout_p > 0 else None
+    kw = dict(alpha=alpha, causal=causal, scale=scale, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+              window=window, dropout_p=dropout_p, seed=seed, return_stats=return_stats)
     if resolved == "torch":
         return torch_path.chunked_entmax_attention(q, k, v, **kw)
-    if backend == "auto" and kernel_options is None and _sdpa_ok(alpha, causal, key_padding_mask, return_stats, Nq,
-                                                                  Nk, q):
-        return _sdpa(q, k, v, causal, scale, H != Hkv)
-    check_kernel_inputs(q, v)
     from .kernels import ops
 
     return ops.attention(q, k, v, **kw, options=kernel_options)
@@ -123,6 +141,10 @@ def entmax_attention_varlen(
     alpha: Union[float, torch.Tensor] = 1.5,
     causal: bool = False,
     scale: Optional[float] = None,
+    window: Optional[Tuple[int, int]] = None,
+    dropout_p: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    return_stats: bool = False,
     backend: str = "auto",
     kernel_options=None,
 ):
@@ -131,8 +153,11 @@ def entmax_attention_varlen(
     q: (total_q, H, D); k, v: (total_k, Hkv, D); cu_seqlens_q/k: int32
     (batch + 1,) offsets starting at 0 and ending at the totals; max_seqlen_q/k
     at least the longest sequence. Sequence b attends q[cu_q[b]:cu_q[b+1]] to
-    k[cu_k[b]:cu_k[b+1]] with the same semantics as entmax_attention.
-    Returns (total_q, H, Dv).
+    k[cu_k[b]:cu_k[b+1]] with the same semantics as entmax_attention
+    (window, dropout_p and generator included; dropout's coordinates use
+    max_seqlen_q / max_seqlen_k). Returns (total_q, H, Dv); with
+    return_stats=True (out, tau, support), tau and support of shape
+    (H, total_q).
 
     The offsets are read on the host once (one device synchronisation on CUDA)
     to validate them; a malformed cu_seqlens raises instead of reading out of
@@ -159,13 +184,18 @@ def entmax_attention_varlen(
     alpha = check_alpha(alpha, H, q.device)
     scale = check_scale(scale, D)
     check_flag("causal", causal)
+    check_flag("return_stats", return_stats)
+    window = check_window(window)
+    dropout_p = check_dropout(dropout_p, generator)
     resolved = check_backend(backend, q.device)
     check_kernel_options(kernel_options, resolved)
+    seed = draw_seed(generator, q.device) if dropout_p > 0 else None
+    kw = dict(alpha=alpha, causal=causal, scale=scale, window=window, dropout_p=dropout_p, seed=seed)
     if resolved == "torch":
-        return torch_path.varlen_loop(torch_path.chunked_entmax_attention, q, k, v, cq, ck, alpha=alpha,
-                                      causal=causal, scale=scale)
+        return torch_path.varlen_loop(torch_path.chunked_entmax_attention, q, k, v, cq, ck, max_seqlen_q,
+                                      max_seqlen_k, return_stats=return_stats, **kw)
     check_kernel_inputs(q, v)
     from .kernels import ops
 
-    return ops.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, alpha=alpha,
-                                causal=causal, scale=scale, options=kernel_options)
+    return ops.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kw,
+                                return_stats=return_stats, options=kernel_options)

@@ -4,16 +4,20 @@ It computes docs/design.md's semantics on the layout of attention.py. Inputs
 arrive validated. q is viewed as (B, Hkv, G, Nq, D) with G = H // Hkv so GQA
 needs no copy of k and v. Queries are processed in chunks with scores in
 float32 (float64 for float64 input); a custom autograd Function keeps only q,
-k, v and the per-row τ and recomputes each chunk's probabilities in the
-backward, so peak memory is O(chunk × Nk) in both directions.
+k, v, the masks and the per-row τ, and recomputes each chunk's probabilities
+in the backward (and its dropout mask, from the seed: dropout.py), so peak
+memory is O(chunk × Nk) in both directions.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
 
+from .dropout import keep_mask
 from .entmax import entmax_chunk_, entmax_grad_alpha, entmax_grad_input, entmax_probs
 from .stats import AttentionStats
 
@@ -21,27 +25,52 @@ from .stats import AttentionStats
 CHUNK_ELEMENTS = 1 << 22
 
 
+@dataclass(frozen=True)
+class Masking:
+    """What a call hides and drops, besides the tensors themselves: causal, window (left, right) or None, and
+    dropout (probability, batch offset b0 and the NQ, NK of the dropout coordinates: dropout.py)."""
+
+    causal: bool = False
+    window: Optional[Tuple[int, int]] = None
+    dropout_p: float = 0.0
+    b0: int = 0
+    NQ: int = 0
+    NK: int = 0
+
+
 def _work_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def allowed_mask(i0, i1, Nq, Nk, causal, key_padding_mask, device):
-    """Bool mask broadcastable to (B, 1, 1, i1-i0, Nk), True = key visible; None if all visible.
-
-    Causal is bottom-right aligned: query i sees keys j <= i + Nk - Nq.
-    """
+def allowed_mask(i0, i1, Nq, Nk, spec: Masking, key_padding_mask, attn_mask, G, device):
+    """Bool mask broadcastable to (B, Hkv, G, i1-i0, Nk), True = key visible; None if all visible. Causal and
+    window are bottom-right aligned (d = i + Nk - Nq: causal keeps j <= d, window d - left <= j <= d + right)."""
     mask = None
-    if causal:
+    if spec.causal or spec.window is not None:
         i = torch.arange(i0, i1, device=device)[:, None]
         j = torch.arange(Nk, device=device)[None, :]
-        mask = (j <= i + (Nk - Nq))[None, None, None]
+        d = i + (Nk - Nq)
+        vis = torch.ones(i1 - i0, Nk, dtype=torch.bool, device=device)
+        if spec.causal:
+            vis = vis & (j <= d)
+        if spec.window is not None:
+            left, right = spec.window
+            if left >= 0:
+                vis = vis & (j >= d - left)
+            if right >= 0:
+                vis = vis & (j <= d + right)
+        mask = vis[None, None, None]
     if key_padding_mask is not None:
         kp = key_padding_mask[:, None, None, None, :]
         mask = kp if mask is None else (mask & kp)
+    if attn_mask is not None:
+        am = attn_mask[:, :, i0:i1] if attn_mask.shape[2] > 1 else attn_mask
+        am = am[:, :, None] if am.shape[1] == 1 else am.reshape(am.shape[0], -1, G, am.shape[2], am.shape[3])
+        mask = am if mask is None else (mask & am)
     return mask
 
 
-def _alpha5(alpha, B, Hkv, G, device, dtype):
+def _alpha5(alpha, Hkv, G, dtype):
     """α as a float or a (1, Hkv, G, 1, 1) tensor."""
     if isinstance(alpha, torch.Tensor):
         return alpha.to(dtype).reshape(-1).expand(Hkv * G).reshape(1, Hkv, G, 1, 1)
@@ -52,15 +81,32 @@ def _chunk_rows(B, H, Nk):
     return max(1, min(1024, CHUNK_ELEMENTS // max(1, B * H * max(Nk, 1))))
 
 
+def _dropped(p, seed, spec: Masking, i0, i1, B, Hkv, G, Nk):
+    """p with dropout applied to rows i0..i1 (kept weights scaled by 1 / (1 - dropout_p)); p itself without."""
+    if spec.dropout_p == 0.0:
+        return p
+    rows = torch.arange(i0, i1, device=p.device)
+    keep = keep_mask(seed, spec.dropout_p, spec.b0, B, Hkv * G, rows, torch.arange(Nk, device=p.device), spec.NQ,
+                     spec.NK).view(B, Hkv, G, i1 - i0, Nk)
+    return torch.where(keep, p * (1.0 / (1.0 - spec.dropout_p)), torch.zeros_like(p))
+
+
+def _scores(q5, kT, i0, i1, scale, Nq, Nk, spec, kpm, am, G, wd):
+    s = torch.matmul(q5[:, :, :, i0:i1].to(wd), kT) * scale
+    mask = allowed_mask(i0, i1, Nq, Nk, spec, kpm, am, G, q5.device)
+    if mask is not None:
+        s.masked_fill_(~mask, -math.inf)
+    return s
+
+
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, alpha_t, alpha_f, causal, scale, key_padding_mask, chunk):
+    def forward(ctx, q, k, v, alpha_t, alpha_f, scale, kpm, am, seed, spec, chunk):
         B, H, Nq, D = q.shape
         Hkv, Nk, Dv = k.shape[1], k.shape[2], v.shape[-1]
         G = H // Hkv
         wd = _work_dtype(q.dtype)
-        alpha = alpha_t.detach() if alpha_t is not None else alpha_f
-        a5 = _alpha5(alpha, B, Hkv, G, q.device, wd)
+        a5 = _alpha5(alpha_t.detach() if alpha_t is not None else alpha_f, Hkv, G, wd)
         q5 = q.reshape(B, Hkv, G, Nq, D)
         kT = k.to(wd)[:, :, None].transpose(-1, -2)
         v5 = v.to(wd)[:, :, None]
@@ -69,35 +115,26 @@ class _ChunkedAttention(torch.autograd.Function):
         supp = torch.empty(B, Hkv, G, Nq, dtype=torch.int32, device=q.device)
         for i0 in range(0, Nq, chunk):
             i1 = min(Nq, i0 + chunk)
-            s = torch.matmul(q5[:, :, :, i0:i1].to(wd), kT) * scale
-            mask = allowed_mask(i0, i1, Nq, Nk, causal, key_padding_mask, q.device)
-            if mask is not None:
-                s.masked_fill_(~mask, -math.inf)
-            p, t, n = entmax_chunk_(s, a5)
+            p, t, n = entmax_chunk_(_scores(q5, kT, i0, i1, scale, Nq, Nk, spec, kpm, am, G, wd), a5)
             tot = p.sum(-1, keepdim=True)
-            o = torch.matmul(p, v5) / torch.where(tot > 0, tot, torch.ones_like(tot))
-            out[:, :, :, i0:i1] = o.to(q.dtype)
+            w = _dropped(p, seed, spec, i0, i1, B, Hkv, G, Nk)
+            out[:, :, :, i0:i1] = (torch.matmul(w, v5) / torch.where(tot > 0, tot, torch.ones_like(tot))).to(q.dtype)
             tau[:, :, :, i0:i1] = t
             supp[:, :, :, i0:i1] = n
-        ctx.save_for_backward(q, k, v, tau, alpha_t if alpha_t is not None else q.new_empty(0), key_padding_mask if key_padding_mask is not None else q.new_empty(0, dtype=torch.bool))
-        ctx.alpha_f = alpha_f
-        ctx.has_alpha_t = alpha_t is not None
-        ctx.has_kpm = key_padding_mask is not None
-        ctx.causal, ctx.scale, ctx.chunk = causal, scale, chunk
+        ctx.save_for_backward(q, k, v, tau, alpha_t, kpm, am, seed)
+        ctx.alpha_f, ctx.scale, ctx.spec, ctx.chunk = alpha_f, scale, spec, chunk
         ctx.mark_non_differentiable(tau, supp)
         return out.reshape(B, H, Nq, Dv), tau.reshape(B, H, Nq), supp.reshape(B, H, Nq)
 
     @staticmethod
     def backward(ctx, dout, _dtau, _dsupp):
-        q, k, v, tau, alpha_t, kpm = ctx.saved_tensors
-        kpm = kpm if ctx.has_kpm else None
-        causal, scale, chunk = ctx.causal, ctx.scale, ctx.chunk
+        q, k, v, tau, alpha_t, kpm, am, seed = ctx.saved_tensors
+        scale, spec, chunk = ctx.scale, ctx.spec, ctx.chunk
         B, H, Nq, D = q.shape
         Hkv, Nk, Dv = k.shape[1], k.shape[2], v.shape[-1]
         G = H // Hkv
         wd = _work_dtype(q.dtype)
-        alpha = alpha_t.detach() if ctx.has_alpha_t else ctx.alpha_f
-        a5 = _alpha5(alpha, B, Hkv, G, q.device, wd)
+        a5 = _alpha5(alpha_t.detach() if alpha_t is not None else ctx.alpha_f, Hkv, G, wd)
         q5 = q.reshape(B, Hkv, G, Nq, D)
         do5 = dout.reshape(B, Hkv, G, Nq, Dv)
         kw = k.to(wd)[:, :, None]
@@ -105,55 +142,73 @@ class _ChunkedAttention(torch.autograd.Function):
         dq = torch.empty(B, Hkv, G, Nq, D, dtype=wd, device=q.device)
         dk = torch.zeros(B, Hkv, Nk, D, dtype=wd, device=q.device)
         dv = torch.zeros(B, Hkv, Nk, Dv, dtype=wd, device=q.device)
-        dalpha = torch.zeros(Hkv, G, dtype=torch.float64, device=q.device) if ctx.has_alpha_t else None
+        dalpha = torch.zeros(Hkv, G, dtype=torch.float64, device=q.device) if alpha_t is not None else None
         for i0 in range(0, Nq, chunk):
             i1 = min(Nq, i0 + chunk)
             qc = q5[:, :, :, i0:i1].to(wd)
             doc = do5[:, :, :, i0:i1].to(wd)
-            s = torch.matmul(qc, kw.transpose(-1, -2)) * scale
-            mask = allowed_mask(i0, i1, Nq, Nk, causal, kpm, q.device)
-            if mask is not None:
-                s.masked_fill_(~mask, -math.inf)
+            s = _scores(q5, kw.transpose(-1, -2), i0, i1, scale, Nq, Nk, spec, kpm, am, G, wd)
             p = entmax_probs(s, tau[:, :, :, i0:i1, None], a5)
-            g = torch.matmul(doc, vw.transpose(-1, -2))
+            # dropout: dL/dp = keep · g / (1 - dropout_p), with g = dO·v
+            g = _dropped(torch.matmul(doc, vw.transpose(-1, -2)), seed, spec, i0, i1, B, Hkv, G, Nk)
             dz = entmax_grad_input(p, g, a5) * scale
             dq[:, :, :, i0:i1] = torch.matmul(dz, kw)
             dk += torch.matmul(dz.transpose(-1, -2), qc).sum(2)
-            dv += torch.matmul(p.transpose(-1, -2), doc).sum(2)
+            dv += torch.matmul(_dropped(p, seed, spec, i0, i1, B, Hkv, G, Nk).transpose(-1, -2), doc).sum(2)
             if dalpha is not None:
                 dalpha += entmax_grad_alpha(p, g, a5).to(torch.float64).sum(dim=(0, 3, 4))
         dq = dq.reshape(B, H, Nq, D).to(q.dtype)
         da = None
         if dalpha is not None and ctx.needs_input_grad[3]:
             da = (dalpha.sum() if alpha_t.dim() == 0 else dalpha.reshape(alpha_t.shape)).to(alpha_t.dtype)
-        return dq, dk.to(k.dtype), dv.to(v.dtype), da, None, None, None, None, None
+        return dq, dk.to(k.dtype), dv.to(v.dtype), da, None, None, None, None, None, None, None
 
 
-def chunked_entmax_attention(q, k, v, *, alpha=1.5, causal=False, scale=None, key_padding_mask=None, return_stats=False, chunk=None):
-    """The CPU path: exact, chunked over queries, O(chunk × Nk) memory in forward and backward."""
+def chunked_entmax_attention(q, k, v, *, alpha=1.5, causal=False, scale=None, key_padding_mask=None,
+                             attn_mask=None, window=None, dropout_p=0.0, seed=None, return_stats=False, chunk=None,
+                             dropout_coords=None):
+    """The torch path: exact, chunked over queries, O(chunk × Nk) memory in forward and backward.
+
+    attn_mask: bool, 4-D with broadcast (size-1) dimensions allowed; window: (left, right) or None; dropout_p
+    with seed (a (1,) int64 tensor: dropout.draw_seed); dropout_coords: (b0, NQ, NK) of dropout.py's coordinates
+    (default (0, Nq, Nk))."""
     B, H, Nq, D = q.shape
     Nk = k.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     chunk = int(chunk) if chunk else _chunk_rows(B, H, Nk)
     alpha_t = alpha if isinstance(alpha, torch.Tensor) else None
     alpha_f = None if alpha_t is not None else float(alpha)
-    out, tau, supp = _ChunkedAttention.apply(q, k, v, alpha_t, alpha_f, bool(causal), scale, key_padding_mask, chunk)
+    b0, NQ, NK = dropout_coords or (0, Nq, Nk)
+    spec = Masking(bool(causal), window, float(dropout_p) if seed is not None else 0.0, b0, NQ, NK)
+    out, tau, supp = _ChunkedAttention.apply(q, k, v, alpha_t, alpha_f, scale, key_padding_mask, attn_mask, seed,
+                                             spec, chunk)
     if return_stats:
         return AttentionStats(out, tau.float(), supp)
     return out
 
 
-def varlen_loop(fn, q, k, v, cu_q, cu_k, **kw):
-    """Run a (B, H, N, D) attention function on each packed sequence.
+def varlen_loop(fn, q, k, v, cu_q, cu_k, max_q, max_k, *, dropout_p=0.0, seed=None, return_stats=False, **kw):
+    """Run a (B, H, N, D) attention function on each packed sequence, with the dropout coordinates of packed
+    batches (dropout.py: sequence b, NQ = max_q, NK = max_k).
 
-    q (total_q, H, D), k/v (total_k, Hkv, D); cu_q/cu_k are Python lists of
-    offsets. Returns (total_q, H, Dv)."""
-    outs = []
+    q (total_q, H, D), k/v (total_k, Hkv, D); cu_q/cu_k are Python lists of offsets. Returns (total_q, H, Dv), or
+    with return_stats (out, tau, support), tau and support (H, total_q)."""
+    outs, taus, supps = [], [], []
     for b in range(len(cu_q) - 1):
         qb = q[cu_q[b] : cu_q[b + 1]].transpose(0, 1)[None]
         kb = k[cu_k[b] : cu_k[b + 1]].transpose(0, 1)[None]
         vb = v[cu_k[b] : cu_k[b + 1]].transpose(0, 1)[None]
-        outs.append(fn(qb, kb, vb, **kw)[0].transpose(0, 1))  # (n_b, H, Dv)
-    if not outs:
-        return q.new_empty(0, q.shape[1], v.shape[-1])
-    return torch.cat(outs, 0)
+        res = fn(qb, kb, vb, dropout_p=dropout_p, seed=seed, dropout_coords=(b, max_q, max_k),
+                 return_stats=return_stats, **kw)
+        out = res.out if return_stats else res
+        outs.append(out[0].transpose(0, 1))  # (n_b, H, Dv)
+        if return_stats:
+            taus.append(res.tau[0])
+            supps.append(res.support[0])
+    H = q.shape[1]
+    out = torch.cat(outs, 0) if outs else q.new_empty(0, H, v.shape[-1])
+    if not return_stats:
+        return out
+    tau = torch.cat(taus, 1) if taus else torch.empty(H, 0, device=q.device)
+    supp = torch.cat(supps, 1) if supps else torch.empty(H, 0, dtype=torch.int32, device=q.device)
+    return AttentionStats(out, tau, supp)

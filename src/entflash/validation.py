@@ -194,3 +194,62 @@ def check_kernel_inputs(q, v):
             f"backend='triton' supports head dims up to {MAX_KERNEL_HEAD_DIM}, but got query.shape[-1]: "
             f"{q.shape[-1]}; use backend='torch'"
         )
+
+
+def check_window(window):
+    """None, or (left, right) ints >= -1 (-1: unbounded on that side); returns None when both sides are
+    unbounded."""
+    if window is None:
+        return None
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise TypeError(f"Expected window to be None or a (left, right) pair of ints, but got {window!r}")
+    for name, val in zip(("left", "right"), window):
+        if isinstance(val, bool) or not isinstance(val, int):
+            raise TypeError(f"Expected window's {name} bound to be an int (-1 = unbounded), but got {val!r}")
+        if val < -1:
+            raise ValueError(f"Expected window's {name} bound to be >= -1 (-1 = unbounded), but got {val}")
+    left, right = int(window[0]), int(window[1])
+    return None if left == -1 and right == -1 else (left, right)
+
+
+def check_attn_mask(attn_mask, B, H, Nq, Nk, device):
+    """None, or a mask broadcastable to (B, H, Nq, Nk): bool (True = attend), or float with only 0 (attend) and
+    -inf (do not); returns a 4-D bool tensor that may keep size-1 (broadcast) dimensions. A float mask's values
+    are checked, one device synchronisation on CUDA; a bool mask needs none."""
+    if attn_mask is None:
+        return None
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"Expected attn_mask to be a bool tensor (True = attend) or None, but got "
+                        f"{type(attn_mask).__name__}")
+    if attn_mask.device != device:
+        raise ValueError(f"Expected attn_mask on {device}, but got attn_mask.device: {attn_mask.device}")
+    if not 2 <= attn_mask.dim() <= 4:
+        raise ValueError(f"Expected attn_mask broadcastable to (batch, heads, queries, keys) = ({B}, {H}, {Nq}, "
+                         f"{Nk}) with 2 to 4 dims, but got attn_mask.shape: {tuple(attn_mask.shape)}")
+    mask = attn_mask.reshape((1,) * (4 - attn_mask.dim()) + tuple(attn_mask.shape))
+    for size, full, name in zip(mask.shape, (B, H, Nq, Nk), ("batch", "heads", "queries", "keys")):
+        if size not in (1, full):
+            raise ValueError(f"Expected attn_mask broadcastable to (batch, heads, queries, keys) = ({B}, {H}, {Nq}, "
+                             f"{Nk}), but got attn_mask.shape: {tuple(attn_mask.shape)} ({name}: {size})")
+    if mask.dtype == torch.bool:
+        return mask
+    if not mask.is_floating_point():
+        raise TypeError(f"Expected attn_mask to be bool (True = attend) or a float 0 / -inf mask, but got "
+                        f"attn_mask.dtype: {attn_mask.dtype}")
+    allowed = (mask == 0) | (mask == float("-inf"))
+    if not bool(allowed.all()):
+        bad = mask[~allowed].flatten()[0].item()
+        raise ValueError(f"Expected a float attn_mask to hold only 0 (attend) and -inf (masked), but found {bad}; "
+                         "additive biases are not supported: pass a bool mask")
+    return mask == 0
+
+
+def check_dropout(dropout_p, generator):
+    """dropout_p: a float in [0, 1); generator: None or a torch.Generator."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (float, int)):
+        raise TypeError(f"Expected dropout_p to be a float in [0, 1), but got {type(dropout_p).__name__}")
+    if not 0.0 <= float(dropout_p) < 1.0:
+        raise ValueError(f"Expected dropout_p in [0, 1), but got dropout_p: {dropout_p}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"Expected generator to be a torch.Generator or None, but got {type(generator).__name__}")
+    return float(dropout_p)

@@ -22,25 +22,28 @@ import triton
 import triton.language as tl
 
 from .tiles import (
-    grad_weights_y, head_alpha, load_rows, mask_scores_b, needs_mask, probs_y, program_ids, row_max, row_offset,
-    tile_list,
+    dropout_keep, grad_weights_y, head_alpha, load_rows, mask_scores_b, needs_mask, probs_y, program_ids, row_max,
+    row_offset, tile_list,
 )
 
 
 @triton.jit
 def dkdv_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TABS, M, TMAX, TAUMIN, LISTS, DO, DELTA, DK, DV,
-    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, skpm, smb, smh,
-    Hkv, G, Nq, Nk, n_qblk, n_kblk, scale,
+    Q, K, V, KPM, AM, CU_Q, CU_K, ALPHA, TABS, M, TMAX, TAUMIN, LISTS, DO, DELTA, DK, DV, SEED,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, skpm,
+    sam_b, sam_h, sam_q, sam_k, wl, wr, smb, smh,
+    Hkv, G, Nq, Nk, n_qblk, n_kblk, scale, drop_thresh, drop_scale, NQd, NKd,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr, QC: tl.constexpr, RELATIVE: tl.constexpr,
+    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr, QC: tl.constexpr,
+    RELATIVE: tl.constexpr, DROPOUT: tl.constexpr,
 ):
     """dk, dv of one key tile (BLOCK_N keys) per program, computed transposed (sᵀ = k·qᵀ, keys as rows) so that
     pᵀ and dzᵀ feed the dv and dk dots from registers; the key dimension fills the MMA's rows. A query block is
     visited when the tile map admits it for the program's key tile, in chunks of QC rows (chunks past the causal
     bound contribute zeros). RELATIVE: scores relative to the row maxima M, TABS the forward's τ - m; else TABS is
-    τ in score units, written by the dq kernel (module docstring)."""
+    τ in score units, written by the dq kernel (module docstring). DROPOUT: dv takes p · keep · drop_scale and dz
+    takes g = keep · drop_scale · v·dOᵀ (tiles.dropout_keep)."""
     pid_n = tl.program_id(0)
     pid_bhk = tl.program_id(1)
     b, hk, _, qs, Lq, ks, Lk = program_ids(pid_bhk, Hkv, 1, CU_Q, CU_K, Nq, Nk, IS_VARLEN)
@@ -66,6 +69,7 @@ def dkdv_kernel(
             h = hk * G + g_i
             qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
             bh = (b * H + h).to(tl.int64)
+            am_row = AM + b.to(tl.int64) * sam_b + h.to(tl.int64) * sam_h
             q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
             do_base = DO + row_offset(b, h, qs, sdb, sdh, sdn)
             stat_off = row_offset(b, h, qs, smb, smh, 1)
@@ -94,11 +98,16 @@ def dkdv_kernel(
                     yT = (tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale - m[None, :]) - tau[None, :]
                 else:
                     yT = tl.dot(kb, tl.trans(q), input_precision=PREC) * qk_scale - tau[None, :]
-                if needs_mask(start_c, start_n, Lq, Lk, QC, NK, CAUSAL, HAS_KPM):
-                    yT = mask_scores_b(yT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                if needs_mask(start_c, start_n, Lq, Lk, wl, wr, QC, NK, CAUSAL, HAS_KPM, HAS_MASK, WINDOW):
+                    yT = mask_scores_b(yT, offs_m[None, :], offs_n[:, None], Lq, Lk, kpm_row, am_row, sam_q, sam_k, wl,
+                                       wr, CAUSAL, HAS_KPM, HAS_MASK, WINDOW)
                 pT = probs_y(yT, inv_a, is_soft, KIND)
                 uT = grad_weights_y(pT, yT, inv_a, is_soft, KIND)
                 gT = tl.dot(vb, tl.trans(do), input_precision=PREC)
+                if DROPOUT:
+                    keep = dropout_keep(SEED, bh, offs_m[None, :], offs_n[:, None], NQd, NKd, drop_thresh)
+                    gT = tl.where(keep, gT * drop_scale, 0.0)
+                    pT = tl.where(keep, pT * drop_scale, 0.0)  # after u: u comes from the undropped p
                 dzT = uT * (gT - delta[None, :])
                 dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
                 dk += tl.dot(dzT.to(q.dtype), q, input_precision=PREC)

@@ -20,21 +20,23 @@ import triton
 import triton.language as tl
 
 from .tiles import (
-    dalpha_probs, fold_sum, grad_terms, head_alpha, load_cols, load_rows, query_block, query_program, row_offset,
-    score_tile, visited_tiles,
+    dalpha_probs, dropout_keep, fold_sum, grad_terms, head_alpha, load_cols, load_rows, query_block, query_program,
+    row_offset, score_tile, visited_tiles,
 )
 
 
 @triton.jit
-def dq_tile(q, do, k_base, v_base, start_m, start_n, offs_m, offs_d, Lq, Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a,
-            is_soft, D: tl.constexpr, BLOCK_M: tl.constexpr, TN: tl.constexpr, KIND: tl.constexpr,
-            CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, PREC: tl.constexpr, ALPHA_GRAD: tl.constexpr):
+def dq_tile(q, do, k_base, v_base, start_m, start_n, offs_m, offs_d, Lq, Lk, skn, svn, qk_scale, m, kpm_row, am_row,
+            sam_q, sam_k, wl, wr, tau, inv_a, is_soft, SEED, bh, NQd, NKd, drop_thresh, drop_scale, D: tl.constexpr,
+            BLOCK_M: tl.constexpr, TN: tl.constexpr, KIND: tl.constexpr, CAUSAL: tl.constexpr,
+            HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr, PREC: tl.constexpr,
+            ALPHA_GRAD: tl.constexpr, DROPOUT: tl.constexpr):
     """One TN-key tile of a dq sweep: (kᵀ, y, p, u, g, ln p). With ALPHA_GRAD p, u and ln p come from
     dalpha_probs (y = x - τ); without it from grad_terms, and y, ln p are returned as the scores x (the caller
-    reads them only with ALPHA_GRAD)."""
+    reads them only with ALPHA_GRAD). DROPOUT: g = dL/dp = keep · drop_scale · dO·vᵀ."""
     offs_n = start_n + tl.arange(0, TN)
-    kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, kpm_row, D,
-                       BLOCK_M, TN, CAUSAL, HAS_KPM, PREC)
+    kT, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, kpm_row, am_row,
+                       sam_q, sam_k, wl, wr, D, BLOCK_M, TN, CAUSAL, HAS_KPM, HAS_MASK, WINDOW, PREC)
     vT = load_cols(v_base, offs_n, offs_d, Lk, svn, D)
     if ALPHA_GRAD:
         y, p, u, lp = dalpha_probs(x, tau, inv_a, is_soft)
@@ -43,18 +45,22 @@ def dq_tile(q, do, k_base, v_base, start_m, start_n, offs_m, offs_d, Lq, Lk, skn
         p, u, g = grad_terms(x, do, vT, tau, inv_a, is_soft, KIND, PREC)
         y = x
         lp = x
+    if DROPOUT:
+        keep = dropout_keep(SEED, bh, offs_m[:, None], offs_n[None, :], NQd, NKd, drop_thresh)
+        g = tl.where(keep, g * drop_scale, 0.0)
     return kT, y, p, u, g, lp
 
 
 @triton.jit
 def dq_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, TABS, DQ, DALPHA, O,
-    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, sob, soh, son, skpm, smb, smh,
-    H, G, Nq, Nk, n_qblk, n_kblk, scale,
+    Q, K, V, KPM, AM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, DO, DELTA, TABS, DQ, DALPHA, O, SEED,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn, sob, soh, son, skpm,
+    sam_b, sam_h, sam_q, sam_k, wl, wr, smb, smh,
+    H, G, Nq, Nk, n_qblk, n_kblk, scale, drop_thresh, drop_scale, NQd, NKd,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr, SPLIT: tl.constexpr,
-    FULL_TILES: tl.constexpr, WRITE_TABS: tl.constexpr,
+    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, RG: tl.constexpr, ALPHA_GRAD: tl.constexpr, KCHUNK: tl.constexpr,
+    SPLIT: tl.constexpr, FULL_TILES: tl.constexpr, WRITE_TABS: tl.constexpr, DROPOUT: tl.constexpr,
 ):
     """dq (and δ, dα) of one query block. One sweep: A = Σ u (g - δ̂) k and B = Σ u k with δ̂ = dO·o (the
     forward's output o: a weighted mean of the same g, so u (g - δ̂) has the magnitude of u (g - δ) and its bf16
@@ -68,9 +74,9 @@ def dq_kernel(
                                                                           SPLIT, CAUSAL, IS_VARLEN)
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
-            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BM, BLOCK_N,
-            BLOCK_D, CAUSAL)
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, _, hi = query_block(
+            Q, K, KPM, AM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, wl, wr,
+            BM, BLOCK_N, BLOCK_D, CAUSAL, WINDOW)
         v_base = V + row_offset(b, hk, ks, svb, svh, svn)
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
@@ -107,8 +113,9 @@ def dq_kernel(
             start_t = tl.load(tlist + i) * BLOCK_N
             for hh in tl.static_range(BLOCK_N // TN):
                 kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN, offs_m, offs_d, Lq,
-                                             Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D, BM, TN,
-                                             KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
+                                             Lk, skn, svn, qk_scale, m, kpm_row, am_row, sam_q, sam_k, wl, wr, tau,
+                                             inv_a, is_soft, SEED, pid_bh, NQd, NKd, drop_thresh, drop_scale, D, BM,
+                                             TN, KIND, CAUSAL, HAS_KPM, HAS_MASK, WINDOW, PREC, ALPHA_GRAD, DROPOUT)
                 if FOLD:
                     su_h += fold_sum(u, BM, TN)
                     sug_h += fold_sum(u * g, BM, TN)
@@ -165,8 +172,10 @@ def dq_kernel(
                 start_t = tl.load(tlist + i) * BLOCK_N
                 for hh in tl.static_range(BLOCK_N // TN):
                     kT, y, p, u, g, lp = dq_tile(q, do, k_base, v_base, start_m, start_t + hh * TN, offs_m, offs_d,
-                                                 Lq, Lk, skn, svn, qk_scale, m, kpm_row, tau, inv_a, is_soft, D,
-                                                 BM, TN, KIND, CAUSAL, HAS_KPM, PREC, ALPHA_GRAD)
+                                                 Lq, Lk, skn, svn, qk_scale, m, kpm_row, am_row, sam_q, sam_k, wl, wr,
+                                                 tau, inv_a, is_soft, SEED, pid_bh, NQd, NKd, drop_thresh, drop_scale,
+                                                 D, BM, TN, KIND, CAUSAL, HAS_KPM, HAS_MASK, WINDOW, PREC, ALPHA_GRAD,
+                                                 DROPOUT)
                     gd = g - delta[:, None]
                     dq += tl.dot((u * gd).to(kT.dtype), tl.trans(kT), input_precision=PREC)
                     pg = p * gd

@@ -74,11 +74,12 @@ def _rows_tile_list(MAP, rmask, thr, n, LIST, KC: tl.constexpr):
 
 @triton.jit
 def tau_gather_kernel(
-    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, LISTS, ST, ROWS, COUNT,
-    sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
+    Q, K, KPM, AM, CU_Q, CU_K, ALPHA, M, TMAX, LISTS, ST, ROWS, COUNT,
+    sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, sam_q, sam_k, wl, wr, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale, sst, nrow,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
+    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, N_LOOP: tl.constexpr, KC: tl.constexpr, W: tl.constexpr,
     FAST_LOG2: tl.constexpr,
 ):
@@ -102,6 +103,7 @@ def tau_gather_kernel(
         offs_d = tl.arange(0, BLOCK_D)
         k_base = K + row_offset(b, hk, ks, skb, skh, skn)
         kpm_row = KPM + b.to(tl.int64) * skpm
+        am_row = AM + b.to(tl.int64) * sam_b + h.to(tl.int64) * sam_h
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         m = tl.load(M + stat_off + offs_m, mask=smask, other=float("-inf"))
         valid = m > float("-inf")
@@ -130,7 +132,8 @@ def tau_gather_kernel(
                     offs_n = tl.load(tlist + i) * BLOCK_N + offs_n0
                     kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
                     y = mask_scores_b(tl.dot(q, kT, input_precision=PREC) * qk_scale - tau[:, None], offs_m[:, None],
-                                      offs_n[None, :], Lq, Lk, kpm_row, CAUSAL, HAS_KPM)
+                                      offs_n[None, :], Lq, Lk, kpm_row, am_row, sam_q, sam_k, wl, wr, CAUSAL,
+                                      HAS_KPM, HAS_MASK, WINDOW)
                     h0, h1, h2, h3 = tile_sums(y, h0, h1, h2, h3, inv_a, KIND, BLOCK_M, BLOCK_N, FAST_LOG2)
                 tau, lo, hi_b, res, done = tau_step(tl.sum(h0, 1), tl.sum(h1, 1), tl.sum(h2, 1), tl.min(h3, 1), todo,
                                                     tau, m_safe, lo, hi_b, res, done, inv_a, KIND, W)

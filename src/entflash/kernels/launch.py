@@ -19,6 +19,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 import triton
 
+from ..dropout import keep_threshold
 from . import configs
 from .configs import KIND_ENTMAX15, KIND_GENERAL, KIND_SOFTMAX, KIND_SPARSEMAX, KernelOptions
 from .dkdv import dkdv_kernel
@@ -89,11 +90,19 @@ class Geometry:
         return kind != KIND_SOFTMAX and tiles >= self.opts.tau_split_min_tiles
 
 
+UNBOUNDED = 1 << 30  # a window side without a bound, as the kernels take it
+
+
 class Call:
-    """The per-call arguments every kernel of a forward or backward takes, keyed by kernel parameter name."""
+    """The per-call arguments every kernel of a forward or backward takes, keyed by kernel parameter name.
+
+    attn_mask: bool (B or 1, H or 1, Nq or 1, Nk or 1), True = attend; window: (left, right), -1 unbounded, or
+    None; dropout_p with seed (a (1,) int64 tensor) for the kernels that apply dropout (self.dropout)."""
 
     def __init__(self, geo: Geometry, q: Tensor, k: Tensor, alpha_t: Optional[Tensor], alpha_f: float,
-                 kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], causal: bool, scale: float):
+                 kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], causal: bool, scale: float,
+                 attn_mask: Optional[Tensor] = None, window: Optional[Tuple[int, int]] = None, dropout_p: float = 0.0,
+                 seed: Optional[Tensor] = None):
         dev = q.device
         self.geo = geo
         self.kind = alpha_kind(alpha_t, alpha_f)
@@ -103,18 +112,30 @@ class Call:
         self.cu_q = cu_q if cu_q is not None else dummy(dev)
         self.cu_k = cu_k if cu_k is not None else dummy(dev)
         self.alpha = alpha_buffer(alpha_t, alpha_f, geo.H, dev)
+        am = attn_mask.view(torch.uint8) if attn_mask is not None else dummy(dev)
+        am_strides = [am.stride(i) if attn_mask is not None and am.shape[i] > 1 else 0 for i in range(4)]
+        wl, wr = window if window is not None else (-1, -1)
         # arguments and constexprs shared by every kernel
         self.shared = dict(
-            KPM=self.kpm, CU_Q=self.cu_q, CU_K=self.cu_k, ALPHA=self.alpha,
-            skpm=kpm.stride(0) if kpm is not None else 0, smb=smb, smh=smh, G=geo.G,
+            KPM=self.kpm, AM=am, CU_Q=self.cu_q, CU_K=self.cu_k, ALPHA=self.alpha,
+            skpm=kpm.stride(0) if kpm is not None else 0, sam_b=am_strides[0], sam_h=am_strides[1],
+            sam_q=am_strides[2], sam_k=am_strides[3], wl=wl if wl >= 0 else UNBOUNDED,
+            wr=wr if wr >= 0 else UNBOUNDED, smb=smb, smh=smh, G=geo.G,
             # dense lengths; varlen kernels read theirs from cu_seqlens
             Nq=0 if geo.varlen else geo.Nq, Nk=0 if geo.varlen else geo.Nk,
             n_qblk=geo.n_qblk, n_kblk=geo.n_kblk, scale=self.scale,
             D=geo.D, BLOCK_D=geo.BLOCK_D, BLOCK_M=geo.opts.block_m, BLOCK_N=geo.opts.block_n, KIND=self.kind,
-            CAUSAL=causal, HAS_KPM=kpm is not None, IS_VARLEN=geo.varlen,
+            CAUSAL=causal, HAS_KPM=kpm is not None, HAS_MASK=attn_mask is not None, WINDOW=window is not None,
+            IS_VARLEN=geo.varlen,
             # float32 dots in full precision (the tolerance rule compares with float32 torch); half types: default
             PREC="ieee" if q.dtype == torch.float32 else None, RG=geo.opts.row_group,
         )
+        # dropout (output pass, dq, dk/dv): the keep test of entflash/dropout.py at coordinates over (Nq, Nk), the
+        # maximum lengths for packed batches
+        on = dropout_p > 0.0 and seed is not None
+        self.dropout = dict(
+            SEED=seed if on else dummy(dev), drop_thresh=keep_threshold(dropout_p) if on else 0,
+            drop_scale=1.0 / (1.0 - dropout_p) if on else 1.0, NQd=geo.Nq, NKd=geo.Nk, DROPOUT=on)
 
     def qk(self, q: Tensor, k: Tensor) -> dict:
         """Q, K and their strides, as the query-block kernels name them."""
@@ -230,7 +251,7 @@ def forward_stages(c: Call, q: Tensor, k: Tensor, v: Tensor, bufs: ForwardBuffer
     def output():
         output_kernel[g.grid_q(o.output_split)](
             **qk, **c.shared, V=v, **_strides("v", g.strides(v)), OUT=b.out, **_strides("o", g.strides(b.out)),
-            TAU=b.tau, M=b.m, TMAX=b.tmax, TAUMIN=b.taumin, LISTS=b.lists, SUPP=b.supp, H=g.H,
+            TAU=b.tau, M=b.m, TMAX=b.tmax, TAUMIN=b.taumin, LISTS=b.lists, SUPP=b.supp, H=g.H, **c.dropout,
             NEED_STATS=need_stats, KCHUNK=o.kchunk, SPLIT=o.output_split,
             **_launch(o, o.num_warps // o.output_split, maxnreg=o.output_maxnreg))
 
@@ -272,7 +293,8 @@ def backward_stages(c: Call, do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
         dq_kernel[g.grid_q(o.dq_split)](
             **qk, **c.shared, V=v, **sv, TAU=tau, M=m, TMAX=tmax, TAUMIN=taumin, LISTS=b.lists_q, DO=do, **sd,
             DELTA=b.delta, TABS=b.tau_abs, DQ=b.dq, **_strides("g", g.strides(b.dq)), DALPHA=b.da_rows, O=o_c,
-            **_strides("o", g.strides(o_c)), H=g.H, ALPHA_GRAD=need_dalpha, KCHUNK=o.kchunk, SPLIT=o.dq_split,
+            **_strides("o", g.strides(o_c)), H=g.H, **c.dropout, ALPHA_GRAD=need_dalpha, KCHUNK=o.kchunk,
+            SPLIT=o.dq_split,
             FULL_TILES=o.dq_full_tiles, WRITE_TABS=not o.dkdv_relative,
             # a per-head α's gradient keeps more sums live: it spills under the cap and fits without it
             **_launch(o, o.num_warps // o.dq_split, maxnreg=None if need_dalpha else o.dq_maxnreg))
@@ -281,7 +303,7 @@ def backward_stages(c: Call, do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
         dkdv_kernel[(g.n_kblk, g.B * g.Hkv)](
             **qk, **c.shared, V=v, **sv, TABS=tau if o.dkdv_relative else b.tau_abs, M=m, TMAX=tmax, TAUMIN=taumin,
             LISTS=b.lists_k, DO=do, **sd, DELTA=b.delta, DK=b.dk, DV=b.dv, **_strides("g", g.strides(b.dk)),
-            Hkv=g.Hkv, KCHUNK=o.kchunk, QC=o.dkdv_rows(), RELATIVE=o.dkdv_relative,
+            Hkv=g.Hkv, **c.dropout, KCHUNK=o.kchunk, QC=o.dkdv_rows(), RELATIVE=o.dkdv_relative,
             **_launch(o, o.dkdv_warps or o.num_warps))
 
     return [("dq", [dq]), ("dkdv", [dkdv])]

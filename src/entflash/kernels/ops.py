@@ -28,26 +28,31 @@ from .launch import (
 Tensor = torch.Tensor
 
 
-def _forward(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats, options):
+def _window(wl: int, wr: int):
+    return None if wl == -1 and wr == -1 else (wl, wr)
+
+
+def _forward(q, k, v, alpha_t, kpm, am, seed, cu_q, cu_k, max_q, max_k, alpha_f, causal, wl, wr, dropout_p, scale,
+             need_stats, options):
     geo = Geometry(q, k, cu_q, max_q, max_k, KernelOptions.decode(options))
     split = geo.split_tau(alpha_kind(alpha_t, alpha_f))
     b = ForwardBuffers(geo, q, v, need_stats, split)
     if b.out.numel() and geo.B * geo.H:
-        c = Call(geo, q, k, alpha_t, alpha_f, kpm, cu_q, cu_k, causal, scale)
+        c = Call(geo, q, k, alpha_t, alpha_f, kpm, cu_q, cu_k, causal, scale, am, _window(wl, wr), dropout_p, seed)
         for _, launches in forward_stages(c, q, k, v, b, need_stats, split):
             for launch in launches:
                 launch()
     return b.out, b.tau, b.m, b.supp, b.tmax, b.taumin
 
 
-def _backward(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale,
-              need_dalpha, options):
+def _backward(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, am, seed, cu_q, cu_k, max_q, max_k, alpha_f,
+              causal, wl, wr, dropout_p, scale, need_dalpha, options):
     geo = Geometry(q, k, cu_q, max_q, max_k, KernelOptions.decode(options))
     b = BackwardBuffers(geo, q, k, v, need_dalpha)
     dalpha = torch.zeros(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32, device=q.device)
     if q.numel() == 0 or k.numel() == 0 or geo.B * geo.H == 0:
         return b.dq.zero_(), b.dk.zero_(), b.dv.zero_(), dalpha
-    c = Call(geo, q, k, alpha_t, alpha_f, kpm, cu_q, cu_k, causal, scale)
+    c = Call(geo, q, k, alpha_t, alpha_f, kpm, cu_q, cu_k, causal, scale, am, _window(wl, wr), dropout_p, seed)
     do = do if do.stride(-1) == 1 else do.contiguous()
     for _, launches in backward_stages(c, do, q, k, v, out, tau, m, tmax, taumin, b, need_dalpha):
         for launch in launches:
@@ -61,17 +66,20 @@ def _backward(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, 
 
 @torch.library.custom_op("entflash::attn_fwd", mutates_args=())
 def attn_fwd(
-    q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor],
-    cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float, causal: bool, scale: float, need_stats: bool,
-    options: str,
+    q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], kpm: Optional[Tensor], am: Optional[Tensor],
+    seed: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float,
+    causal: bool, wl: int, wr: int, dropout_p: float, scale: float, need_stats: bool, options: str,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(out, τ - m, m, support, tile map, τ_min): τ relative to the row maxima m (tau.py), both kept for the
-    backward; the entry points report τ itself."""
-    return _forward(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats, options)
+    backward; the entry points report τ itself. am: the bool attn_mask (broadcast dims of size 1); wl, wr: the
+    window (-1 unbounded on both: none); seed: dropout's (1,) int64 seed, None without dropout."""
+    return _forward(q, k, v, alpha_t, kpm, am, seed, cu_q, cu_k, max_q, max_k, alpha_f, causal, wl, wr, dropout_p,
+                    scale, need_stats, options)
 
 
 @attn_fwd.register_fake
-def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats, options):
+def _attn_fwd_fake(q, k, v, alpha_t, kpm, am, seed, cu_q, cu_k, max_q, max_k, alpha_f, causal, wl, wr, dropout_p, scale,
+                   need_stats, options):
     geo = Geometry(q, k, cu_q, max_q, max_k, KernelOptions.decode(options))
     out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
     tau = q.new_empty(geo.stat_shape(), dtype=torch.float32)
@@ -85,35 +93,37 @@ def _attn_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, cau
 @torch.library.custom_op("entflash::attn_bwd", mutates_args=())
 def attn_bwd(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, tau: Tensor, m: Tensor, tmax: Tensor, taumin: Tensor,
-    alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], max_q: int,
-    max_k: int, alpha_f: float, causal: bool, scale: float, need_dalpha: bool, options: str,
+    alpha_t: Optional[Tensor], kpm: Optional[Tensor], am: Optional[Tensor], seed: Optional[Tensor],
+    cu_q: Optional[Tensor], cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float, causal: bool, wl: int,
+    wr: int, dropout_p: float, scale: float, need_dalpha: bool, options: str,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _backward(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
-                     scale, need_dalpha, options)
+    return _backward(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, am, seed, cu_q, cu_k, max_q, max_k, alpha_f,
+                     causal, wl, wr, dropout_p, scale, need_dalpha, options)
 
 
 @attn_bwd.register_fake
-def _attn_bwd_fake(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal,
-                   scale, need_dalpha, options):
+def _attn_bwd_fake(do, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, am, seed, cu_q, cu_k, max_q, max_k, alpha_f,
+                   causal, wl, wr, dropout_p, scale, need_dalpha, options):
     dalpha = q.new_empty(alpha_t.shape if alpha_t is not None else (0,), dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dalpha
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, scale, need_stats, options = inputs
+    (q, k, v, alpha_t, kpm, am, seed, cu_q, cu_k, max_q, max_k, alpha_f, causal, wl, wr, dropout_p, scale, need_stats,
+     options) = inputs
     out, tau, m, supp, tmax, taumin = output
-    ctx.save_for_backward(q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k)
-    ctx.args = (max_q, max_k, alpha_f, causal, scale, options)
+    ctx.save_for_backward(q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, am, seed, cu_q, cu_k)
+    ctx.args = (max_q, max_k, alpha_f, causal, wl, wr, dropout_p, scale, options)
 
 
 def _autograd_backward(ctx, dout, _dtau, _dm, _dsupp, _dtmax, _dtaumin):
-    q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k = ctx.saved_tensors
-    max_q, max_k, alpha_f, causal, scale, options = ctx.args
+    q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, am, seed, cu_q, cu_k = ctx.saved_tensors
+    max_q, max_k, alpha_f, causal, wl, wr, dropout_p, scale, options = ctx.args
     need_dalpha = bool(alpha_t is not None and ctx.needs_input_grad[3])
-    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, cu_q, cu_k, max_q, max_k,
-                                  alpha_f, causal, scale, need_dalpha, options)
+    dq, dk, dv, dalpha = attn_bwd(dout, q, k, v, out, tau, m, tmax, taumin, alpha_t, kpm, am, seed, cu_q, cu_k, max_q,
+                                  max_k, alpha_f, causal, wl, wr, dropout_p, scale, need_dalpha, options)
     da = dalpha.to(alpha_t.dtype) if need_dalpha else None
-    return dq, dk, dv, da, None, None, None, None, None, None, None, None, None, None
+    return (dq, dk, dv, da) + (None,) * 15
 
 
 attn_fwd.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -138,25 +148,38 @@ def _alpha_args(alpha):
     return alpha_t, (0.0 if alpha_t is not None else float(alpha))
 
 
-def attention(q, k, v, *, alpha, causal, scale, key_padding_mask, return_stats, options=None):
-    """Dense attention on the kernels: out, or (out, τ, support) with return_stats."""
+def attention(q, k, v, *, alpha, causal, scale, key_padding_mask=None, attn_mask=None, window=None, dropout_p=0.0,
+              seed=None, return_stats=False, options=None):
+    """Dense attention on the kernels: out, or (out, τ, support) with return_stats. attn_mask: 4-D bool (size-1
+    broadcast dims allowed); window: (left, right) or None; dropout_p with seed (entflash.dropout.draw_seed)."""
     from ..stats import AttentionStats
 
     alpha_t, alpha_f = _alpha_args(alpha)
     opts = resolve_options(q, options)
     kpm = key_padding_mask.contiguous() if key_padding_mask is not None else None
     q, k, v = _contiguous_last(q), _contiguous_last(k), _contiguous_last(v)
-    out, tau, m, supp, _, _ = attn_fwd(q, k, v, alpha_t, kpm, None, None, q.shape[2], k.shape[2], alpha_f, causal,
-                                       scale, return_stats, opts.encode())
+    wl, wr = window if window is not None else (-1, -1)
+    out, tau, m, supp, _, _ = attn_fwd(q, k, v, alpha_t, kpm, attn_mask, seed if dropout_p > 0 else None, None, None,
+                                       q.shape[2], k.shape[2], alpha_f, causal, wl, wr, float(dropout_p), scale,
+                                       return_stats, opts.encode())
     if not return_stats:
         return out
     return AttentionStats(out, user_tau(tau, m, alpha_t, alpha_f, q.shape[1], False), supp)
 
 
-def attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, alpha, causal, scale, options=None):
-    """Packed variable-length attention on the kernels: out (total_q, H, Dv)."""
+def attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, alpha, causal, scale, window=None, dropout_p=0.0, seed=None,
+                     return_stats=False, options=None):
+    """Packed variable-length attention on the kernels: out (total_q, H, Dv), or (out, τ, support) with
+    return_stats (τ and support (H, total_q))."""
+    from ..stats import AttentionStats
+
     alpha_t, alpha_f = _alpha_args(alpha)
     opts = resolve_options(q, options)
     q, k, v = _contiguous_last(q), _contiguous_last(k), _contiguous_last(v)
-    return attn_fwd(q, k, v, alpha_t, None, cu_q.contiguous(), cu_k.contiguous(), int(max_q), int(max_k), alpha_f,
-                    causal, scale, False, opts.encode())[0]
+    wl, wr = window if window is not None else (-1, -1)
+    out, tau, m, supp, _, _ = attn_fwd(q, k, v, alpha_t, None, None, seed if dropout_p > 0 else None,
+                                       cu_q.contiguous(), cu_k.contiguous(), int(max_q), int(max_k), alpha_f, causal,
+                                       wl, wr, float(dropout_p), scale, return_stats, opts.encode())
+    if not return_stats:
+        return out
+    return AttentionStats(out, user_tau(tau, m, alpha_t, alpha_f, q.shape[1], True), supp)

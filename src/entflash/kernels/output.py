@@ -13,29 +13,32 @@ import triton
 import triton.language as tl
 
 from .tiles import (
-    fold_sum, head_alpha, load_rows, probs, query_block, query_program, row_offset, score_tile, visited_tiles,
+    dropout_keep, fold_sum, head_alpha, load_rows, probs, query_block, query_program, row_offset, score_tile,
+    visited_tiles,
 )
 
 
 @triton.jit
 def output_kernel(
-    Q, K, V, KPM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, OUT, SUPP,
-    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, skpm, smb, smh,
-    H, G, Nq, Nk, n_qblk, n_kblk, scale,
+    Q, K, V, KPM, AM, CU_Q, CU_K, ALPHA, TAU, M, TMAX, TAUMIN, LISTS, OUT, SUPP, SEED,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son, skpm, sam_b, sam_h, sam_q, sam_k, wl, wr, smb, smh,
+    H, G, Nq, Nk, n_qblk, n_kblk, scale, drop_thresh, drop_scale, NQd, NKd,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr, SPLIT: tl.constexpr,
+    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, RG: tl.constexpr, NEED_STATS: tl.constexpr, KCHUNK: tl.constexpr,
+    SPLIT: tl.constexpr, DROPOUT: tl.constexpr,
 ):
     """The output pass: o = Σ p v / Σ p over the block's listed tiles (visited_tiles), and the support sizes.
-    SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block and its own row groups' tile list."""
+    SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block and its own row groups' tile list.
+    DROPOUT: the weights that multiply v are p · keep · drop_scale (tiles.dropout_keep); Σ p is not dropped."""
     BM: tl.constexpr = BLOCK_M // SPLIT
     pid_m, sub, pid_bh, b, h, hk, qs, Lq, ks, Lk, start_m = query_program(H, G, CU_Q, CU_K, Nq, Nk, n_qblk, BM,
                                                                           SPLIT, CAUSAL, IS_VARLEN)
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
-            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BM, BLOCK_N,
-            BLOCK_D, CAUSAL)
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, _, hi = query_block(
+            Q, K, KPM, AM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, wl, wr,
+            BM, BLOCK_N, BLOCK_D, CAUSAL, WINDOW)
         v_base = V + row_offset(b, hk, ks, svb, svh, svn)
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
@@ -54,10 +57,14 @@ def output_kernel(
             start_n = tl.load(tlist + i) * BLOCK_N
             offs_n = start_n + offs_n0
             _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, kpm_row,
-                              D, BM, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                              am_row, sam_q, sam_k, wl, wr, D, BM, BLOCK_N, CAUSAL, HAS_KPM, HAS_MASK, WINDOW, PREC)
             p = probs(x, tau, inv_a, is_soft, KIND)
             v = load_rows(v_base, offs_n, offs_d, Lk, svn, D)
-            acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
+            if DROPOUT:
+                keep = dropout_keep(SEED, pid_bh, offs_m[:, None], offs_n[None, :], NQd, NKd, drop_thresh)
+                acc += tl.dot(tl.where(keep, p * drop_scale, 0.0).to(v.dtype), v, input_precision=PREC)
+            else:
+                acc += tl.dot(p.to(v.dtype), v, input_precision=PREC)
             if FOLD:
                 lsum_h += fold_sum(p, BM, BLOCK_N)
             else:

@@ -78,12 +78,12 @@ def top_bound(m, vals, KIND: tl.constexpr, NV: tl.constexpr):
 
 @triton.jit
 def pass1_kernel(
-    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TAU0, TMAX,
-    sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
+    Q, K, KPM, AM, CU_Q, CU_K, ALPHA, M, TAU0, TMAX,
+    sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, sam_q, sam_k, wl, wr, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    PREC: tl.constexpr, RG: tl.constexpr, NEG_SCALE: tl.constexpr,
+    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, RG: tl.constexpr, NEG_SCALE: tl.constexpr,
 ):
     """Row maxima (M), the tile map (TMAX) and, for entmax, the τ pass's lower bound (top_bound or
     top_bound_general, into TAU0) of one query block."""
@@ -92,14 +92,14 @@ def pass1_kernel(
                                                                           CAUSAL, IS_VARLEN)
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
-            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BM, BLOCK_N,
-            BLOCK_D, CAUSAL)
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, lo, hi = query_block(
+            Q, K, KPM, AM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, wl, wr,
+            BM, BLOCK_N, BLOCK_D, CAUSAL, WINDOW)
         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
         m = tl.full([BM], float("-inf"), tl.float32)
         NG: tl.constexpr = BM // RG
         offs_g = tl.arange(0, NG)
-        # map rows of this program's NG row groups; tiles past the causal bound keep the host's -inf
+        # map rows of this program's NG row groups; tiles outside [lo, hi) (causal bound, window) keep the host's -inf
         map_off = block_offsets(pid_bh, pid_m, n_qblk, n_kblk, NG)[0]
         tmax_row = TMAX + map_off + offs_g * n_kblk
         # entmax kinds: each thread's four largest partial maxima (fold_max4: per tile, the maxima of four column
@@ -118,11 +118,11 @@ def pass1_kernel(
         if NEG_SCALE:
             q = -q
         s_abs = tl.abs(qk_scale)
-        for start_n in range(0, hi, BLOCK_N):
+        for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + offs_n0
             kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
             d = mask_tile(tl.dot(q, kT, input_precision=PREC), start_m, start_n, offs_m, offs_n, Lq, Lk, kpm_row,
-                          BM, BLOCK_N, CAUSAL, HAS_KPM)
+                          am_row, sam_q, sam_k, wl, wr, BM, BLOCK_N, CAUSAL, HAS_KPM, HAS_MASK, WINDOW)
             # NaN-propagating maxima: a NaN score makes its row NaN, and its tile map entry +inf
             # (map_value: the tile's true maximum is unknown, so it stays a candidate for the group)
             if BOUND:

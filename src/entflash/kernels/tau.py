@@ -106,11 +106,12 @@ def tile_sums(y, h0, h1, h2, h3, inv_a, KIND: tl.constexpr, BLOCK_M: tl.constexp
 
 
 @triton.jit
-def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn, qk_scale, inv_a, tau, m_safe, thr,
-                tmax_row, tlist, n_tiles, n_kblk, offs_g, D: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_N: tl.constexpr, RG: tl.constexpr, KIND: tl.constexpr, CAUSAL: tl.constexpr,
-                HAS_KPM: tl.constexpr, PREC: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr,
-                NG: tl.constexpr, FAST_LOG2: tl.constexpr):
+def _sweep_sums(q, k_base, kpm_row, am_row, sam_q, sam_k, wl, wr, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
+                qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles, n_kblk, offs_g, D: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, RG: tl.constexpr, KIND: tl.constexpr,
+                CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
+                PREC: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr, NG: tl.constexpr,
+                FAST_LOG2: tl.constexpr):
     """One τ sweep over the candidate tiles: the per-row sums at the current τ (see tau_step) and, for α = 1.5 / 2,
     the distance min |x - τ| from τ to the nearest score. NG: the query block's row groups (tile map rows, thr)."""
     INF: tl.constexpr = float("inf")
@@ -132,7 +133,8 @@ def _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, sk
         # instruction per score fewer than scaling first (the mask test sits between the two otherwise)
         kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
         y = mask_tile(tl.dot(q, kT, input_precision=PREC) * qk_scale - tau[:, None], start_m, start_n, offs_m, offs_n,
-                      Lq, Lk, kpm_row, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
+                      Lq, Lk, kpm_row, am_row, sam_q, sam_k, wl, wr, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, HAS_MASK,
+                      WINDOW)
         if FIRST:
             rel = group_reduce_max(tl.max(y, 1) + rel_shift, BLOCK_M, RG)
             tl.store(tmax_row + offs_g * n_kblk + tile, map_value(rel))
@@ -241,11 +243,12 @@ def store_state(st, sst, mask, tau, lo, hi_b, res):
 
 @triton.jit
 def tau_kernel(
-    Q, K, KPM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS, ST,
-    sqb, sqh, sqn, skb, skh, skn, skpm, smb, smh,
+    Q, K, KPM, AM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS, ST,
+    sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, sam_q, sam_k, wl, wr, smb, smh,
     H, G, Nq, Nk, n_qblk, n_kblk, scale, sst,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
+    KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr, STATE: tl.constexpr,
     N_LOOP: tl.constexpr, W: tl.constexpr, SPLIT: tl.constexpr, FAST_LOG2: tl.constexpr,
 ):
@@ -263,9 +266,9 @@ def tau_kernel(
                                                                           SPLIT, CAUSAL, IS_VARLEN)
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, hi = query_block(
-            Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, BM, BLOCK_N,
-            BLOCK_D, CAUSAL)
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, _, hi = query_block(
+            Q, K, KPM, AM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, wl, wr,
+            BM, BLOCK_N, BLOCK_D, CAUSAL, WINDOW)
         stat_off = row_offset(b, h, qs, smb, smh, 1)
         rmask = offs_m < Lq
         m = tl.load(M + stat_off + offs_m, mask=rmask, other=float("-inf"))
@@ -297,7 +300,8 @@ def tau_kernel(
                     start_n = tl.load(tlist + i) * BLOCK_N
                     offs_n = start_n + offs_n0
                     _, x = score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale,
-                                      m_safe, kpm_row, D, BM, BLOCK_N, CAUSAL, HAS_KPM, PREC)
+                                      m_safe, kpm_row, am_row, sam_q, sam_k, wl, wr, D, BM, BLOCK_N, CAUSAL, HAS_KPM,
+                                      HAS_MASK, WINDOW, PREC)
                     lsum_h += fold_sum(tl.exp2(x), BM, BLOCK_N)
                 lsum = tl.sum(lsum_h, 1)
                 tau = tl.where(valid, tl.log2(tl.where(valid, lsum, 1.0)), INF)
@@ -321,10 +325,11 @@ def tau_kernel(
                 if tl.sum(valid.to(tl.int32), 0) > 0:
                     # tile candidacy from the lower bound (pass 1's map is in score units)
                     thr = group_reduce_min(tl.where(valid, tau, INF), BM, RG)
-                    c0, c1, c2, dmin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk,
-                                                   skn, qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
-                                                   n_kblk, offs_g, D, BM, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
-                                                   PREC, KCHUNK, True, NG, FAST_LOG2)
+                    c0, c1, c2, dmin = _sweep_sums(q, k_base, kpm_row, am_row, sam_q, sam_k, wl, wr, start_m,
+                                                   offs_m, offs_n0, offs_d, Lq, Lk, skn, qk_scale, inv_a, tau, m_safe,
+                                                   thr, tmax_row, tlist, n_tiles, n_kblk, offs_g, D, BM, BLOCK_N, RG,
+                                                   KIND, CAUSAL, HAS_KPM, HAS_MASK, WINDOW, PREC, KCHUNK, True, NG,
+                                                   FAST_LOG2)
                     tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, valid, tau, m_safe, lo, hi_b, res, done,
                                                         inv_a, KIND, 0.0)
             else:
@@ -339,10 +344,11 @@ def tau_kernel(
                     if not FIRST:  # a later split launch loads q only when its block has work left
                         q = load_rows(q_base, offs_m, offs_d, Lq, sqn, D)
                     thr = group_reduce_min(tl.where(todo, rel_thr(tau, m_safe) - W, INF), BM, RG)
-                    c0, c1, c2, dmin = _sweep_sums(q, k_base, kpm_row, start_m, offs_m, offs_n0, offs_d, Lq, Lk, skn,
-                                                   qk_scale, inv_a, tau, m_safe, thr, tmax_row, tlist, n_tiles,
-                                                   n_kblk, offs_g, D, BM, BLOCK_N, RG, KIND, CAUSAL, HAS_KPM,
-                                                   PREC, KCHUNK, False, NG, FAST_LOG2)
+                    c0, c1, c2, dmin = _sweep_sums(q, k_base, kpm_row, am_row, sam_q, sam_k, wl, wr, start_m,
+                                                   offs_m, offs_n0, offs_d, Lq, Lk, skn, qk_scale, inv_a, tau, m_safe,
+                                                   thr, tmax_row, tlist, n_tiles, n_kblk, offs_g, D, BM, BLOCK_N, RG,
+                                                   KIND, CAUSAL, HAS_KPM, HAS_MASK, WINDOW, PREC, KCHUNK, False, NG,
+                                                   FAST_LOG2)
                     tau, lo, hi_b, res, done = tau_step(c0, c1, c2, dmin, todo, tau, m_safe, lo, hi_b, res, done,
                                                         inv_a, KIND, W)
             if STATE:

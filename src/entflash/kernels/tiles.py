@@ -111,15 +111,34 @@ def causal_hi(start_m, Lq, Lk, BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr):
 
 
 @triton.jit
-def mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
-    """-inf where the key is not visible to the row (padding rows/keys, causal, key padding mask)."""
-    return mask_scores_b(s, offs_m[:, None], offs_n[None, :], Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
+def key_range(start_m, Lq, Lk, wl, wr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+              WINDOW: tl.constexpr):
+    """(lo, hi): the keys any row of this query block can see lie in [lo, hi), lo a multiple of BLOCK_N. A window
+    (left wl, right wr, bottom-right aligned) bounds both sides: the block's first row sees nothing below
+    start_m + Lk - Lq - wl, its last nothing above start_m + BLOCK_M - 1 + Lk - Lq + wr."""
+    hi = causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
+    lo = hi * 0
+    if WINDOW:
+        lo = tl.maximum(start_m + (Lk - Lq) - wl, 0) // BLOCK_N * BLOCK_N
+        hi = tl.maximum(tl.minimum(hi, start_m + BLOCK_M + (Lk - Lq) + wr), lo)
+    return lo, hi
 
 
 @triton.jit
-def mask_scores_b(s, rows, keys, Lq, Lk, KPM_ROW, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
+def mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, AM_ROW, sam_q, sam_k, wl, wr, CAUSAL: tl.constexpr,
+                HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr):
+    """-inf where the key is not visible to the row (padding rows/keys, causal, key padding mask, window, mask)."""
+    return mask_scores_b(s, offs_m[:, None], offs_n[None, :], Lq, Lk, KPM_ROW, AM_ROW, sam_q, sam_k, wl, wr, CAUSAL,
+                         HAS_KPM, HAS_MASK, WINDOW)
+
+
+@triton.jit
+def mask_scores_b(s, rows, keys, Lq, Lk, KPM_ROW, AM_ROW, sam_q, sam_k, wl, wr, CAUSAL: tl.constexpr,
+                  HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr):
     """mask_scores with the query rows and keys given as broadcastable 2-D indices: (M, 1) and (1, N) for a
-    (rows, keys) tile, (1, M) and (N, 1) for its transpose (the dk/dv kernel's k·qᵀ)."""
+    (rows, keys) tile, (1, M) and (N, 1) for its transpose (the dk/dv kernel's k·qᵀ). The visibility context:
+    KPM_ROW the batch entry's key padding row (HAS_KPM), AM_ROW the (batch, head)'s attn_mask base with strides
+    sam_q, sam_k (HAS_MASK), and the window's bounds wl, wr (WINDOW; 2^30 for an unbounded side)."""
     # one compare per score against a per-row key limit (rows past Lq: 0, nothing visible), not three predicates
     # joined per score: the compiler turned those into one select per predicate (sm_90 SASS of the dk/dv loop:
     # ~3.5 FSEL per score; docs/performance.md). Causal: a row r < Lq sees keys <= r + Lk - Lq <= Lk - 1, so the
@@ -129,16 +148,23 @@ def mask_scores_b(s, rows, keys, Lq, Lk, KPM_ROW, CAUSAL: tl.constexpr, HAS_KPM:
     else:
         lim = tl.where(rows < Lq, Lk, 0)
     valid = keys < lim
+    if WINDOW:
+        d = rows + (Lk - Lq)
+        valid = valid & (keys >= d - wl) & (keys <= d + wr)
     if HAS_KPM:
         kp = tl.load(KPM_ROW + keys, mask=keys < Lk, other=0)
         valid = valid & (kp != 0)
+    if HAS_MASK:
+        am = tl.load(AM_ROW + rows.to(tl.int64) * sam_q + keys.to(tl.int64) * sam_k, mask=valid, other=0)
+        valid = valid & (am != 0)
     return tl.where(valid, s, float("-inf"))
 
 
 @triton.jit
-def needs_mask(start_m, start_n, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-               HAS_KPM: tl.constexpr):
-    """Whether tile (start_m, start_n) has an invisible entry: a ragged edge, the causal diagonal or a padding mask.
+def needs_mask(start_m, start_n, Lq, Lk, wl, wr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+               HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr):
+    """Whether tile (start_m, start_n) has an invisible entry: a ragged edge, the causal diagonal, a window's
+    edge, a padding mask or an attn_mask.
 
     Interior tiles skip mask_scores and its several compares and selects per
     score (the sweeps are bound by such per-score work).
@@ -146,36 +172,54 @@ def needs_mask(start_m, start_n, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.cons
     edge = (start_n + BLOCK_N > Lk) | (start_m + BLOCK_M > Lq)
     if CAUSAL:
         edge = edge | (start_n + BLOCK_N - 1 > start_m + (Lk - Lq))
+    if WINDOW:
+        edge = edge | (start_n < start_m + BLOCK_M - 1 + (Lk - Lq) - wl)
+        edge = edge | (start_n + BLOCK_N - 1 > start_m + (Lk - Lq) + wr)
     if HAS_KPM:
+        edge = edge | True
+    if HAS_MASK:
         edge = edge | True
     return edge
 
 
 @triton.jit
-def mask_tile(s, start_m, start_n, offs_m, offs_n, Lq, Lk, KPM_ROW, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
+def mask_tile(s, start_m, start_n, offs_m, offs_n, Lq, Lk, KPM_ROW, AM_ROW, sam_q, sam_k, wl, wr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+              HAS_MASK: tl.constexpr, WINDOW: tl.constexpr):
     """A (rows, keys) tile of values s with invisible keys at -inf; the test runs only on tiles that need it
     (needs_mask). Callers apply it after their own elementwise transform of q·kᵀ (scale, - τ)."""
-    if needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM):
-        s = mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
+    if needs_mask(start_m, start_n, Lq, Lk, wl, wr, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, HAS_MASK, WINDOW):
+        s = mask_scores(s, offs_m, offs_n, Lq, Lk, KPM_ROW, AM_ROW, sam_q, sam_k, wl, wr, CAUSAL, HAS_KPM, HAS_MASK,
+                        WINDOW)
     return s
 
 
 @triton.jit
-def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, KPM_ROW,
-               D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-               HAS_KPM: tl.constexpr, PREC: tl.constexpr):
+def score_tile(q, k_base, start_m, start_n, offs_m, offs_n, offs_d, Lq, Lk, skn, qk_scale, m, KPM_ROW, AM_ROW,
+               sam_q, sam_k, wl, wr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
+               PREC: tl.constexpr):
     """Load K^T for keys offs_n (= start_n + arange) and return (kT, masked scores relative to the row maxima m,
     x - m) of the tile: one fused multiply-add per score, so x - m keeps the precision of its own ulps where x
     and m are large (see row_max)."""
     kT = load_cols(k_base, offs_n, offs_d, Lk, skn, D)
     # the mask test before the dot, not inside mask_tile after it: that order is what the dq kernel's SASS
     # (and its measured times) come from
-    nm = needs_mask(start_m, start_n, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM)
+    nm = needs_mask(start_m, start_n, Lq, Lk, wl, wr, BLOCK_M, BLOCK_N, CAUSAL, HAS_KPM, HAS_MASK, WINDOW)
     x = tl.dot(q, kT, input_precision=PREC) * qk_scale - m[:, None]
     if nm:
-        x = mask_scores(x, offs_m, offs_n, Lq, Lk, KPM_ROW, CAUSAL, HAS_KPM)
+        x = mask_scores(x, offs_m, offs_n, Lq, Lk, KPM_ROW, AM_ROW, sam_q, sam_k, wl, wr, CAUSAL, HAS_KPM, HAS_MASK,
+                        WINDOW)
     return kT, x
+
+
+@triton.jit
+def dropout_keep(SEED, bh, rows, keys, NQd, NKd, thresh):
+    """Which weights dropout keeps (entflash/dropout.py: Philox-4x32-10 at the score's coordinate
+    ((b·H + h)·NQd + row)·NKd + key, kept when the word is >= thresh); rows and keys as broadcastable indices."""
+    off = (bh.to(tl.int64) * NQd + rows.to(tl.int64)) * NKd + keys.to(tl.int64)
+    word = tl.randint(tl.load(SEED), off).to(tl.uint32, bitcast=True).to(tl.int64)
+    return word >= thresh
 
 
 @triton.jit
@@ -428,18 +472,22 @@ def block_tile_list(MAP_ROW, n_kblk, thr, n_tiles, LIST, clear, KCHUNK: tl.const
 
 
 @triton.jit
-def query_block(Q, K, KPM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr):
+def query_block(Q, K, KPM, AM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h,
+                wl, wr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
+                WINDOW: tl.constexpr):
     """What every query-block program (pass 1, τ, output, dq) starts from: (offs_m, offs_n0, offs_d, the q and
-    k base pointers, the key-padding row, one past the last key the block can see). The caller loads its q tile
-    (load_rows) where it needs it: where that load sits changes the generated code."""
+    k base pointers, the key-padding row, the attn_mask base of this (batch, head), and [lo, hi): the keys the
+    block can see lie there, key_range). The caller loads its q tile (load_rows) where it needs it: where that
+    load sits changes the generated code."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     q_base = Q + row_offset(b, h, qs, sqb, sqh, sqn)
     k_base = K + row_offset(b, hk, ks, skb, skh, skn)
     kpm_row = KPM + b.to(tl.int64) * skpm
-    return offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, causal_hi(start_m, Lq, Lk, BLOCK_M, CAUSAL)
+    am_row = AM + b.to(tl.int64) * sam_b + h.to(tl.int64) * sam_h
+    lo, hi = key_range(start_m, Lq, Lk, wl, wr, BLOCK_M, BLOCK_N, CAUSAL, WINDOW)
+    return offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, lo, hi
 
 
 @triton.jit
