@@ -223,6 +223,60 @@ def test_nan_inputs_give_nan_rows_only():
     assert torch.equal(out[0, 0, :10], clean[0, 0, :10]) and torch.equal(out[0, 1, :200], clean[0, 1, :200])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("what", ["window", "attn_mask", "dropout"])
+def test_masks_window_dropout_against_float64(dtype, what):
+    """window (bottom-right, Nq != Nk), a broadcast bool attn_mask and dropout (the oracle gets the kernels' keep
+    mask) in every dtype, D 64, GQA, causal, within the rule for out and gradients; poisoned outputs."""
+    from entflash.dropout import draw_seed, keep_mask
+
+    q, k, v = (torch.randn(2, h, n, 64, device=DEV).to(dtype).requires_grad_() for h, n in ((8, 300), (2, 333), (2, 333)))
+    kw = dict(causal=True)
+    call = {}
+    if what == "window":
+        kw["window"] = (70, 0)
+    elif what == "attn_mask":
+        kw["attn_mask"] = torch.rand(2, 1, 300, 333, device=DEV) > 0.5
+    else:
+        call = dict(dropout_p=0.2, generator=torch.Generator(device=DEV).manual_seed(7))
+        seed = draw_seed(torch.Generator(device=DEV).manual_seed(7), q.device)
+        kw.update(dropout_p=0.2, dropout_mask=keep_mask(seed, 0.2, 0, 2, 8, torch.arange(300, device=DEV),
+                                                        torch.arange(333, device=DEV), 300, 333))
+    api = {n: t for n, t in kw.items() if n != "dropout_mask"}
+    api.update(call)
+    out = entflash.entmax_attention(q, k, v, kernel_options=poisoned(q), **api)
+    dout = torch.randn_like(out)
+    (ref, gref), (low, glow) = _ref_and_low(q, k, v, dout, **kw)
+    floor = 1e-5 if dtype == torch.float32 else 1e-3
+    assert_close_rule(out, ref, low, 2.0, floor)
+    for name, a, b, c in zip("qkv", torch.autograd.grad(out, (q, k, v), dout), gref, glow):
+        assert_close_rule(a, b, c, 3.0, 10 * floor, name=f"d{name}")
+
+
+def test_dropout_kernels_equal_torch_path():
+    """The kernels' dropout (tl.randint) and the torch path's (dropout.philox_word) drop the same weights."""
+    q, k, v = (torch.randn(1, 4, 257, 64, device=DEV) for _ in range(3))
+    outs = [entflash.entmax_attention(q, k, v, causal=True, dropout_p=0.3, backend=b,
+                                      generator=torch.Generator(device=DEV).manual_seed(5)) for b in ("torch", "triton")]
+    assert (outs[0] - outs[1]).abs().max() < 1e-4
+
+
+def test_window_visits_only_its_band():
+    """A window of 4096 at N = 65536 runs far below the full causal call (the bench's window row measures it)."""
+    q, k, v = make_inputs("random", 1, 4, 65536, 64, True)
+    entflash.entmax_attention(q, k, v, causal=True, window=(4096, 0))  # compile
+    torch.cuda.synchronize()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+    ev[0].record()
+    w = entflash.entmax_attention(q, k, v, causal=True, window=(4096, 0))
+    ev[1].record()
+    entflash.entmax_attention(q, k, v, causal=True)
+    ev[2].record()
+    torch.cuda.synchronize()
+    assert torch.isfinite(w).all()
+    assert ev[0].elapsed_time(ev[1]) < 0.5 * ev[1].elapsed_time(ev[2])
+
+
 from hypothesis import assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -84,11 +84,13 @@ def sparsity(q, k, alpha, causal, nblocks=8, block=64):
     return elem, 1.0 - nz / max(tot, 1)
 
 
-def run_case(method, D, N, causal, inputs, alpha=1.5, H=16, tokens=32768, dtype=torch.bfloat16, rep=100):
+def run_case(method, D, N, causal, inputs, alpha=1.5, H=16, tokens=32768, dtype=torch.bfloat16, rep=100, window=None):
     B = max(1, tokens // N)
-    fn, why = get_method(method, alpha, causal, N, D)
+    fn, why = get_method(method, alpha, causal, N, D, window)
     row = {"method": method, "D": D, "N": N, "B": B, "H": H, "causal": causal, "inputs": inputs, "alpha": alpha,
            "dtype": str(dtype).replace("torch.", "")}
+    if window is not None:
+        row["window"] = list(window)
     if fn is None:
         row["skipped"] = why
         return row
@@ -229,6 +231,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="JSONL path (default benchmarks/results/<date>-<gpu>.jsonl)")
     ap.add_argument("--plot", action="store_true")
     ap.add_argument("--targets", action="store_true", help="run only the cases of the speed targets")
+    ap.add_argument("--window-row", action="store_true",
+                    help="entflash with a (4096, 0) window against the full causal call at D64 N65536 (clustered and "
+                         "random), then the ratio")
     ap.add_argument("--from-jsonl", nargs="+", default=None, metavar="FILE",
                     help="report on saved rows instead of benchmarking (no GPU needed)")
     args = ap.parse_args(argv)
@@ -257,6 +262,20 @@ def main(argv=None) -> int:
                 fh.write(json.dumps(r) + "\n")
                 fh.flush()
                 print(json.dumps(r), flush=True)
+            return 0
+        if args.window_row:
+            for inputs in ("clustered", "random"):
+                pair = [run_case("entflash", 64, 65536, True, inputs, H=args.heads, rep=args.rep, window=w)
+                        for w in (None, (4096, 0))]
+                for r in pair:
+                    r.update(env)
+                    rows.append(r)
+                    fh.write(json.dumps(r) + "\n")
+                    print(json.dumps(r), flush=True)
+                if all("fwdbwd_ms" in r for r in pair):
+                    print(f"window (4096, 0) / full causal, D64 N65536 {inputs}: fwd "
+                          f"{pair[1]['fwd_ms'] / pair[0]['fwd_ms']:.3f}x, fwd+bwd "
+                          f"{pair[1]['fwdbwd_ms'] / pair[0]['fwdbwd_ms']:.3f}x", flush=True)
             return 0
         if args.targets:
             cases = TARGET_CASES

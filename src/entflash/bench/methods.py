@@ -15,12 +15,14 @@ def _sdpa(backend):
     return fn
 
 
-def get_method(name: str, alpha: float, causal: bool, N: int, D: int):
-    """A callable (q, k, v) -> out, or (None, reason) when the case is not supported."""
+def get_method(name: str, alpha: float, causal: bool, N: int, D: int, window=None):
+    """A callable (q, k, v) -> out, or (None, reason) when the case is not supported. window: entflash only."""
+    if window is not None and name != "entflash":
+        return None, "window: entflash only"
     if name == "entflash":
         import entflash
 
-        return (lambda q, k, v: entflash.entmax_attention(q, k, v, alpha=alpha, causal=causal)), None
+        return (lambda q, k, v: entflash.entmax_attention(q, k, v, alpha=alpha, causal=causal, window=window)), None
     if name in ("sdpa_flash", "sdpa_cudnn"):
         from torch.nn.attention import SDPBackend
 
