@@ -110,6 +110,11 @@ def calls(arch):
         dense("fp32 D128 non-causal α1.5", 1, 4, 4, 2048, 2048, 128, f32, alpha=1.5),
         varlen("fp32 D80 varlen causal α1.5", 80, f32),
         dense("bf16 D256 causal α1.5", 1, 4, 4, 1024, 1024, 256, bf, alpha=1.5, causal=True),
+        dense("bf16 D64 causal α1.5 window, attn_mask, dropout", 2, 8, 2, 2048, 2048, 64, bf, alpha=1.5, causal=True,
+              window=(256, 0), attn_mask=torch.ones(2, 1, 2048, 2048, dtype=torch.bool), dropout_p=0.1,
+              seed=torch.tensor([1])),
+        dense("bf16 D128 α1.5 window N16k (split τ)", 1, 16, 16, 16384, 16384, 128, bf, alpha=1.5,
+              window=(1024, 1024)),
     ]
 
 

@@ -74,7 +74,7 @@ def dq_kernel(
                                                                           SPLIT, CAUSAL, IS_VARLEN)
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, _, hi = query_block(
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, _lo, hi = query_block(
             Q, K, KPM, AM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, wl, wr,
             BM, BLOCK_N, BLOCK_D, CAUSAL, WINDOW)
         v_base = V + row_offset(b, hk, ks, svb, svh, svn)

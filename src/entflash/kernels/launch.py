@@ -133,6 +133,9 @@ class Call:
         # dropout (output pass, dq, dk/dv): the keep test of entflash/dropout.py at coordinates over (Nq, Nk), the
         # maximum lengths for packed batches
         on = dropout_p > 0.0 and seed is not None
+        # the register caps of pass 1 and dq are tuned for the kernels without a mask or dropout: with them the
+        # capped kernels spill (sm_90 offline: 344 / 336 bytes of stack), so those variants run uncapped
+        self.capped = attn_mask is None and not on
         self.dropout = dict(
             SEED=seed if on else dummy(dev), drop_thresh=keep_threshold(dropout_p) if on else 0,
             drop_scale=1.0 / (1.0 - dropout_p) if on else 1.0, NQd=geo.Nq, NKd=geo.Nk, DROPOUT=on)
@@ -219,7 +222,7 @@ def forward_stages(c: Call, q: Tensor, k: Tensor, v: Tensor, bufs: ForwardBuffer
     def pass1():
         pass1_kernel[g.grid_q()](
             **qk, **c.shared, M=b.m, TAU0=b.tau, TMAX=b.tmax, H=g.H, NEG_SCALE=c.scale < 0,
-            **_launch(o, o.num_warps, o.pass1_stages, o.pass1_maxnreg))
+            **_launch(o, o.num_warps, o.pass1_stages, o.pass1_maxnreg if c.capped else None))
 
     def tau_launch(first: bool, n_loop: int, maxnreg: Optional[int]):
         tau_kernel[g.grid_q(o.tau_split)](
@@ -297,7 +300,7 @@ def backward_stages(c: Call, do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
             SPLIT=o.dq_split,
             FULL_TILES=o.dq_full_tiles, WRITE_TABS=not o.dkdv_relative,
             # a per-head α's gradient keeps more sums live: it spills under the cap and fits without it
-            **_launch(o, o.num_warps // o.dq_split, maxnreg=None if need_dalpha else o.dq_maxnreg))
+            **_launch(o, o.num_warps // o.dq_split, maxnreg=o.dq_maxnreg if c.capped and not need_dalpha else None))
 
     def dkdv():
         dkdv_kernel[(g.n_kblk, g.B * g.Hkv)](

@@ -266,7 +266,7 @@ def tau_kernel(
                                                                           SPLIT, CAUSAL, IS_VARLEN)
     if start_m < Lq:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
-        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, _, hi = query_block(
+        offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, _lo, hi = query_block(
             Q, K, KPM, AM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, wl, wr,
             BM, BLOCK_N, BLOCK_D, CAUSAL, WINDOW)
         stat_off = row_offset(b, h, qs, smb, smh, 1)
