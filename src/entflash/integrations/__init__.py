@@ -1,0 +1,1 @@
+"""Integrations with other libraries: `entflash.integrations.transformers` (Hugging Face, extra [hf])."""
