@@ -3,8 +3,9 @@
 #
 #   bash benchmarks/gpu_run.sh "tests bench errors" [bench args...]      (on the GPU machine, repo root)
 #
-#   tests     the GPU suite (pytest -m "gpu and not slow") as four pytest processes that compile on separate
-#             cores (a cold Triton cache makes one process spend minutes compiling) -> gpu_tests_<n>.txt
+#   tests     the GPU suite (the gpu-marked tests, and the CPU tests of masks, dropout and the transformers
+#             integration, which run on CUDA when it is there; $GPU_TESTS) as four pytest processes that compile
+#             on separate cores (a cold Triton cache makes one process spend minutes compiling) -> gpu_tests_<n>.txt
 #   property  the slow GPU tests (hypothesis property test)                      -> gpu_property.txt
 #   bench     python -m entflash.bench [bench args]                              -> bench.jsonl, bench.txt
 #   errors    python -m entflash.bench --errors                                  -> errors.jsonl, errors.txt
@@ -27,6 +28,7 @@ else
 fi
 export PYTHONUNBUFFERED=1 ENTFLASH_COMMIT=${ENTFLASH_COMMIT:-unknown}
 export TRITON_CACHE_DIR=/tmp/tcache TRITON_CACHE_AUTOTUNING=1
+GPU_TESTS=${GPU_TESTS:-"tests/test_gpu.py tests/test_gpu_transformers.py tests/test_masks_dropout.py tests/test_transformers.py"}
 mkdir -p "$TRITON_CACHE_DIR"
 if [ -f .tcache.tgz ]; then tar -xzf .tcache.tgz -C "$TRITON_CACHE_DIR"; fi
 { nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
@@ -36,10 +38,10 @@ for step in $steps; do
   case $step in
     tests)
       # the suite's test ids dealt round-robin to four processes
-      mapfile -t ids < <(python3 -m pytest -m "gpu and not slow" --collect-only -q -p no:cacheprovider tests | grep '::')
+      mapfile -t ids < <(python3 -m pytest -m "not slow" --collect-only -q -p no:cacheprovider $GPU_TESTS | grep '::')
       for i in 0 1 2 3; do
         part=(); for j in "${!ids[@]}"; do [ $((j % 4)) = $i ] && part+=("${ids[$j]}"); done
-        (timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "gpu and not slow" -q -rf -p no:cacheprovider "${part[@]}" \
+        (timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "not slow" -q -rf -p no:cacheprovider "${part[@]}" \
            > "$OUT/gpu_tests_$i.txt" 2>&1; echo "exit $?" >> "$OUT/gpu_tests_$i.txt") &
       done
       wait; tail -n 3 "$OUT"/gpu_tests_*.txt ;;

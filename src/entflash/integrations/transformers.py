@@ -82,7 +82,7 @@ def entmax_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
     is_causal would do (the attention function mirrors sdpa there)."""
     plain_causal = mask_function is causal_mask_function and q_offset - kv_offset == kv_length - q_length
     plain_full = mask_function is bidirectional_mask_function
-    if local_size is None and (plain_causal or plain_full) and not torch.compiler.is_compiling():
+    if local_size is None and (plain_causal or plain_full):
         padding = prepare_padding_mask(attention_mask, kv_length, kv_offset)
         if padding is None:
             return None
