@@ -17,7 +17,7 @@
 # working tree's commit: the device copy's git metadata may be stale. TCACHE_SAVE=1 returns Triton's cache as
 # $OUT/tcache.tgz; a carried ./.tcache.tgz starts the next call warm.
 set -o pipefail
-case "${1:-}" in -h|--help) sed -n '2,17p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,18p' "$0"; exit 0 ;; esac
 steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
