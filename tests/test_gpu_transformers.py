@@ -13,12 +13,16 @@ from test_transformers import _batch, build  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 
-def test_compile_fullgraph_llama():
-    model = build("llama", "entmax")
-    ids, mask = _batch(True)
-    eager = model(input_ids=ids, attention_mask=mask).logits
+@pytest.mark.parametrize("name", ["llama", "qwen2", "gemma3", "gpt2", "bert", "modernbert"])
+def test_compile_fullgraph(name):
+    """torch.compile(model, fullgraph=True): no graph break anywhere, the attention included."""
+    model = build(name, "entmax")
+    ids, mask = _batch(name in ("llama", "qwen2", "gemma3", "gpt2"))
+    res = model(input_ids=ids, attention_mask=mask)
+    eager = res.logits if hasattr(res, "logits") else res.last_hidden_state
     compiled = torch.compile(model, fullgraph=True)
-    out = compiled(input_ids=ids, attention_mask=mask).logits
+    res = compiled(input_ids=ids, attention_mask=mask)
+    out = res.logits if hasattr(res, "logits") else res.last_hidden_state
     torch.testing.assert_close(out, eager, atol=1e-4, rtol=1e-4)
 
 

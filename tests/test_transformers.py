@@ -162,7 +162,9 @@ def test_generate_with_cache_equals_recomputation(name, cache):
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "bert"])
+# RoBERTa numbers positions from padding_idx + 1, the flattening collator's position_ids from 0: its packed and
+# unpacked embeddings differ before any attention
+@pytest.mark.parametrize("name", [n for n in DECODERS + ENCODERS if n != "roberta"])
 def test_packed_sequences_equal_the_unpacked_batch(name):
     """transformers' flattening collator (one row, cu_seq_lens kwargs) gives each sequence's own outputs."""
     from transformers import DataCollatorWithFlattening
@@ -182,7 +184,7 @@ def test_packed_sequences_equal_the_unpacked_batch(name):
         start += n
 
 
-@pytest.mark.parametrize("name", ["llama", "bert", "modernbert"])
+@pytest.mark.parametrize("name", DECODERS + ENCODERS)
 def test_learnable_alpha_gets_gradients_and_is_saved(name, tmp_path):
     model = build(name, "entmax")
     params = eft.make_alpha_learnable(model, init=1.5, per_head=True)
