@@ -147,6 +147,7 @@ def entmax_attention_varlen(
     return_stats: bool = False,
     backend: str = "auto",
     kernel_options=None,
+    check_offsets: bool = True,
 ):
     """Packed variable-length α-entmax attention (flash-attn's varlen layout).
 
@@ -161,7 +162,10 @@ def entmax_attention_varlen(
 
     The offsets are read on the host once (one device synchronisation on CUDA)
     to validate them; a malformed cu_seqlens raises instead of reading out of
-    bounds.
+    bounds. check_offsets=False skips that on the kernels (no synchronisation,
+    e.g. inside a model's forward under CUDA graphs): the caller guarantees
+    int32 offsets on the inputs' device that start at 0, never decrease, end at
+    the totals and differ by at most max_seqlen_q / max_seqlen_k.
     """
     check_qkv(q, k, v, 3, "(total_tokens, heads, head_dim)")
     H, D = q.shape[1], q.shape[2]
@@ -172,22 +176,31 @@ def entmax_attention_varlen(
             f"value.shape: {tuple(v.shape)}"
         )
     check_heads(H, Hkv, q, k)
-    cq = check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], q.device)
-    ck = check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], q.device)
-    if len(cq) != len(ck):
-        raise ValueError(
-            "Expected cu_seqlens_q and cu_seqlens_k to have the same length (batch + 1), but got "
-            f"{len(cq)} and {len(ck)}"
-        )
-    check_max_seqlen("max_seqlen_q", max_seqlen_q, cq)
-    check_max_seqlen("max_seqlen_k", max_seqlen_k, ck)
+    check_flag("check_offsets", check_offsets)
+    resolved = check_backend(backend, q.device)
+    if check_offsets or resolved == "torch":
+        cq = check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], q.device)
+        ck = check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], q.device)
+        if len(cq) != len(ck):
+            raise ValueError(
+                "Expected cu_seqlens_q and cu_seqlens_k to have the same length (batch + 1), but got "
+                f"{len(cq)} and {len(ck)}"
+            )
+        check_max_seqlen("max_seqlen_q", max_seqlen_q, cq)
+        check_max_seqlen("max_seqlen_k", max_seqlen_k, ck)
+    else:
+        for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+            if not isinstance(cu, torch.Tensor) or cu.dtype != torch.int32 or cu.dim() != 1 or cu.device != q.device:
+                raise TypeError(f"Expected {name} to be a 1-D int32 tensor on {q.device}, but got {cu!r}")
+        for name, val in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+                raise TypeError(f"Expected {name} to be an int >= 0, but got {val!r}")
     alpha = check_alpha(alpha, H, q.device)
     scale = check_scale(scale, D)
     check_flag("causal", causal)
     check_flag("return_stats", return_stats)
     window = check_window(window)
     dropout_p = check_dropout(dropout_p, generator)
-    resolved = check_backend(backend, q.device)
     check_kernel_options(kernel_options, resolved)
     seed = draw_seed(generator, q.device) if dropout_p > 0 else None
     kw = dict(alpha=alpha, causal=causal, scale=scale, window=window, dropout_p=dropout_p, seed=seed)

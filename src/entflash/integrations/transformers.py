@@ -16,7 +16,8 @@ would pass attention_mask=None and drop padding and causality silently. How a ca
 - causal: the `is_causal` kwarg, else `module.is_causal`; with no mask, a causal call with more keys than
   queries is the prefill of an empty static cache, handled as transformers' sdpa path does (the keys past the
   queries are the cache's empty slots: they are cut off);
-- `cu_seq_lens_q/k` and `max_length_q/k` (packed sequences) -> entmax_attention_varlen;
+- `cu_seq_lens_q/k` and `max_length_q/k` (packed sequences) -> entmax_attention_varlen, without reading the
+  offsets on the host (transformers' collator makes them);
 - `sliding_window` -> window: (w - 1, 0) for causal layers, (w - 1, w - 1) for bidirectional ones (ModernBERT's
   local layers), the window transformers' masks encode, so the kernels can skip the tiles outside it;
 - `scaling` -> scale; `dropout` -> dropout_p (transformers passes 0 in eval); k and v are cast to q's dtype;
@@ -201,9 +202,9 @@ def _forward(name, module, query, key, value, attention_mask, dropout=0.0, scali
     if packed and kpm is None and am is None:
         cu_k = kwargs.get("cu_seq_lens_k", cu_q)
         res = entmax_attention_varlen(
-            query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1), cu_q.to(torch.int32),
-            cu_k.to(torch.int32), int(kwargs.get("max_length_q")), int(kwargs.get("max_length_k")),
-            causal=causal, return_stats=want_stats, **kw)
+            query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
+            cu_q.to(device=query.device, dtype=torch.int32), cu_k.to(device=query.device, dtype=torch.int32), int(kwargs.get("max_length_q")), int(kwargs.get("max_length_k")),
+            causal=causal, return_stats=want_stats, check_offsets=False, **kw)
         out = (res.out if want_stats else res)[None]  # (1, Nq, H, D)
         if want_stats:
             record_forward(module, query, key, res.tau.unsqueeze(0), res.support.unsqueeze(0), alpha, scale, causal,
