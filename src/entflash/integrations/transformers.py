@@ -203,8 +203,8 @@ def _forward(name, module, query, key, value, attention_mask, dropout=0.0, scali
         cu_k = kwargs.get("cu_seq_lens_k", cu_q)
         res = entmax_attention_varlen(
             query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
-            cu_q.to(device=query.device, dtype=torch.int32), cu_k.to(device=query.device, dtype=torch.int32), int(kwargs.get("max_length_q")), int(kwargs.get("max_length_k")),
-            causal=causal, return_stats=want_stats, check_offsets=False, **kw)
+            cu_q.to(device=query.device, dtype=torch.int32), cu_k.to(device=query.device, dtype=torch.int32),
+            int(kwargs.get("max_length_q")), int(kwargs.get("max_length_k")), causal=causal, return_stats=want_stats, check_offsets=False, **kw)
         out = (res.out if want_stats else res)[None]  # (1, Nq, H, D)
         if want_stats:
             record_forward(module, query, key, res.tau.unsqueeze(0), res.support.unsqueeze(0), alpha, scale, causal,
