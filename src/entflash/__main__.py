@@ -42,11 +42,19 @@ def _run_bench(_args: argparse.Namespace, rest: list) -> int:
     return bench_main(rest)
 
 
+def _run_probe(_args: argparse.Namespace, rest: list) -> int:
+    from .probe.__main__ import main as probe_main
+
+    return probe_main(rest)
+
+
 COMMANDS = (
     Command("demo", "softmax vs entmax attention maps on one sentence; the GPU kernels too when CUDA is present",
             _run_demo, _demo_options),
     Command("bench", "speed, sparsity and memory benchmarks (`bench --help` lists their options)", _run_bench,
             passthrough=True),
+    Command("probe", "how sparse a Hugging Face model's entmax attention is on your text (`probe --help`)",
+            _run_probe, passthrough=True),
 )
 
 
