@@ -22,3 +22,26 @@ def test_hf_entmax_example(tmp_path):
     except ImportError:
         return
     assert plot.stat().st_size > 0
+
+
+def test_train_lm_quick(tmp_path):
+    """--quick trains the three variants on the standard library's source and writes results.json and the plot;
+    a second run resumes from the checkpoints instead of training again."""
+    pytest.importorskip("transformers")
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_lm.py"), "--quick", "--steps", "20", "--out",
+           str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert set(out["val_loss"]) == {"softmax", "entmax15", "learned"}
+    assert all(len(v) == 3 for v in out["val_loss"].values())
+    assert len(out["alpha"]["learned"]) == 2 and len(out["sparsity"]["entmax15"]) == 2
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "resumed at step 20" in again.stdout
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "results.png").stat().st_size > 0
