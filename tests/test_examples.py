@@ -45,3 +45,16 @@ def test_train_lm_quick(tmp_path):
     except ImportError:
         return
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+def test_needle_quick(tmp_path):
+    pytest.importorskip("transformers")
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "needle.py"), "--quick", "--steps", "10", "--eval-n", "4",
+           "--out", str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert set(out["accuracy"]) == {"softmax", "entmax15", "learned"}
+    assert all(set(a) == {"64", "256", "1024"} for a in out["accuracy"].values())

@@ -1,0 +1,178 @@
+"""Retrieval at lengths never trained on: a small decoder learns a synthetic key-value lookup at a short length,
+then answers the same lookup in haystacks up to 64× longer; softmax, entmax α = 1.5 and a learned α per head.
+
+    python examples/needle.py --quick                       # CPU, about two minutes
+    python examples/needle.py --out examples/results/needle # one GPU: trained at 1024, evaluated at 1k..64k
+
+A sequence is a run of (key, value) pairs, then a query marker and one of the keys; the model must output that
+key's value. Keys are three tokens (262,144 distinct keys, so they do not repeat even at 64k tokens), values one
+of 64 tokens; only the answer is scored. The decoder uses rotary position embeddings (RoPE), whose relative
+positions exist at every length. Published results with entmax attention (AdaSplash) keep the lookup accurate far
+beyond the training length where softmax degrades: this example measures whether that holds here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+import entflash.integrations.transformers as eft
+
+PAD, QUERY = 0, 1
+KEY0, KEYS = 2, 64  # key tokens 2..65 (three per key)
+VAL0, VALS = 66, 64  # value tokens 66..129
+VOCAB = 130
+VARIANTS = ("softmax", "entmax15", "learned")
+
+
+def make_batch(batch, length, g):
+    """(input ids (batch, length), answers (batch,)): pairs filling the length, then QUERY and a queried key."""
+    n_pairs = (length - 4) // 4
+    keys = torch.randint(0, KEYS, (batch, n_pairs, 3), generator=g) + KEY0
+    vals = torch.randint(0, VALS, (batch, n_pairs, 1), generator=g) + VAL0
+    seq = torch.cat([keys, vals], -1).reshape(batch, -1)
+    pick = torch.randint(0, n_pairs, (batch,), generator=g)
+    q = keys[torch.arange(batch), pick]
+    ids = torch.cat([torch.full((batch, length - seq.shape[1] - 4), PAD), seq, torch.full((batch, 1), QUERY), q], 1)
+    return ids, vals[torch.arange(batch), pick, 0]
+
+
+def build(variant, cfg_kw, device):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    impl = "sdpa" if variant == "softmax" else "entmax"
+    model = LlamaForCausalLM._from_config(LlamaConfig(**cfg_kw), attn_implementation=impl).to(device)
+    alphas = eft.make_alpha_learnable(model, init=1.5) if variant == "learned" else []
+    return model, alphas
+
+
+def answer_logits(model, ids):
+    return model(input_ids=ids).logits[:, -1]
+
+
+def train(variant, args, cfg_kw, device):
+    model, alphas = build(variant, cfg_kw, device)
+    others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
+    opt = torch.optim.AdamW([{"params": others, "lr": args.lr}, {"params": alphas, "lr": args.alpha_lr}])
+    ckpt = os.path.join(args.out, f"{variant}.pt")
+    step0 = 0
+    if os.path.exists(ckpt):
+        state = torch.load(ckpt, map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step0 = state["step"]
+        print(f"{variant}: resumed at step {step0}", flush=True)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(step0):
+        make_batch(args.batch, args.length, g)
+    t0 = time.time()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    for step in range(step0, args.steps):
+        ids, ans = make_batch(args.batch, args.length, g)
+        with autocast:
+            logits = answer_logits(model, ids.to(device)).float()
+        loss = torch.nn.functional.cross_entropy(logits, ans.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+            acc = (logits.argmax(-1).cpu() == ans).float().mean().item()
+            rate = (step + 1 - step0) / max(time.time() - t0, 1e-9)
+            print(f"{variant}: step {step + 1}/{args.steps} loss {loss.item():.3f} acc {acc:.2f} "
+                  f"({rate:.1f} steps/s)", flush=True)
+        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+    return model
+
+
+@torch.no_grad()
+def accuracy(model, length, n, batch, device):
+    model.eval()
+    g = torch.Generator().manual_seed(1000 + length)
+    right = 0
+    done = 0
+    while done < n:
+        b = min(batch, n - done)
+        ids, ans = make_batch(b, length, g)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            right += (answer_logits(model, ids.to(device)).argmax(-1).cpu() == ans).sum().item()
+        done += b
+    model.train()
+    return right / n
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a tiny model on the CPU, about two minutes")
+    ap.add_argument("--out", default="needle_out")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--length", type=int, default=None, help="training length (tokens)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--eval-lengths", type=int, nargs="+", default=None)
+    ap.add_argument("--eval-n", type=int, default=None, help="queries per evaluation length")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--alpha-lr", type=float, default=1e-2)
+    ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--ckpt-every", type=int, default=500)
+    args = ap.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() and not args.quick else "cpu"
+    if args.quick:
+        cfg_kw = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096)
+        args.steps, args.length, args.batch = args.steps or 60, args.length or 64, args.batch or 16
+        evals, n_eval = args.eval_lengths or [64, 256, 1024], args.eval_n or 8
+        args.log_every = min(args.log_every, 25)
+    else:
+        cfg_kw = dict(vocab_size=VOCAB, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=65536)
+        args.steps, args.length, args.batch = args.steps or 4000, args.length or 1024, args.batch or 32
+        evals, n_eval = args.eval_lengths or [1024, 4096, 16384, 65536], args.eval_n or 64
+    os.makedirs(args.out, exist_ok=True)
+    results = {"config": {**cfg_kw, "steps": args.steps, "length": args.length, "batch": args.batch,
+                          "positions": "RoPE", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"},
+               "accuracy": {}, "alpha": {}}
+    for v in VARIANTS:
+        model = train(v, args, cfg_kw, device)
+        results["accuracy"][v] = {}
+        for n in evals:
+            results["accuracy"][v][str(n)] = accuracy(model, n, n_eval, max(1, 4096 // n) if n > 1024 else 8, device)
+            print(f"{v}: accuracy at {n} tokens {results['accuracy'][v][str(n)]:.2f}", flush=True)
+        if v != "softmax":
+            results["alpha"][v] = eft.learned_alpha(model)
+        del model
+    with open(os.path.join(args.out, "results.json"), "w") as fh:
+        json.dump(results, fh, indent=1)
+    print(f"results: {os.path.join(args.out, 'results.json')}")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for v in VARIANTS:
+            pts = sorted((int(n), a) for n, a in results["accuracy"][v].items())
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
+        ax.axvline(args.length, color="k", lw=0.8, ls=":")
+        ax.set(xscale="log", xlabel="haystack length (tokens)", ylabel="lookup accuracy", ylim=(0, 1.02),
+               title=f"trained at {args.length} tokens")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "results.png"), dpi=120)
+        plt.close(fig)
+        print(f"plot: {os.path.join(args.out, 'results.png')}")
+    except ImportError:
+        print("(no plot: plotting needs matplotlib: pip install 'entflash[plot]')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
