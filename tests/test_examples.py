@@ -58,3 +58,16 @@ def test_needle_quick(tmp_path):
     out = json.loads((tmp_path / "results.json").read_text())
     assert set(out["accuracy"]) == {"softmax", "entmax15", "learned"}
     assert all(set(a) == {"64", "256", "1024"} for a in out["accuracy"].values())
+
+
+def test_train_encoder_quick(tmp_path):
+    pytest.importorskip("transformers")
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_encoder.py"), "--quick", "--steps", "10", "--out",
+           str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert set(out["eval"]) == {"softmax", "entmax15"}
+    assert out["eval"]["entmax15"]["identifiers"] > 0 and len(out["sparsity"]["entmax15"]) == 2

@@ -52,7 +52,23 @@ def _mul_hi_lo(a: torch.Tensor, b: int):
 
 
 def philox_word(seed: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """The first output word (uint32, held in int64) of Philox-4x32-10 at counter (offset, 0, 0) and key seed."""
+    """The first output word (uint32, held in int64) of Philox-4x32-10 at counter (offset, 0, 0) and key seed.
+
+    On the CPU the offsets go through in pieces of 16k: the rounds' int64 temporaries then stay in cache (6x
+    faster than whole (B, H, rows, keys) tensors on two cores)."""
+    if offset.device.type == "cpu" and offset.numel() > _PIECE:
+        flat = offset.reshape(-1)
+        out = torch.empty_like(flat)
+        for i in range(0, flat.numel(), _PIECE):
+            out[i:i + _PIECE] = _philox_word(seed, flat[i:i + _PIECE])
+        return out.view(offset.shape)
+    return _philox_word(seed, offset)
+
+
+_PIECE = 1 << 14
+
+
+def _philox_word(seed: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     s = seed.to(torch.int64).reshape(())
     k0 = s & _M32
     k1 = (s >> 32) & _M32

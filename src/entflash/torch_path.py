@@ -81,14 +81,20 @@ def _chunk_rows(B, H, Nk):
     return max(1, min(1024, CHUNK_ELEMENTS // max(1, B * H * max(Nk, 1))))
 
 
-def _dropped(p, seed, spec: Masking, i0, i1, B, Hkv, G, Nk):
-    """p with dropout applied to rows i0..i1 (kept weights scaled by 1 / (1 - dropout_p)); p itself without."""
+def _keep(seed, spec: Masking, i0, i1, B, Hkv, G, Nk, device):
+    """Dropout's keep mask of rows i0..i1, (B, Hkv, G, rows, Nk); None without dropout."""
     if spec.dropout_p == 0.0:
-        return p
-    rows = torch.arange(i0, i1, device=p.device)
-    keep = keep_mask(seed, spec.dropout_p, spec.b0, B, Hkv * G, rows, torch.arange(Nk, device=p.device), spec.NQ,
+        return None
+    rows = torch.arange(i0, i1, device=device)
+    return keep_mask(seed, spec.dropout_p, spec.b0, B, Hkv * G, rows, torch.arange(Nk, device=device), spec.NQ,
                      spec.NK).view(B, Hkv, G, i1 - i0, Nk)
-    return torch.where(keep, p * (1.0 / (1.0 - spec.dropout_p)), torch.zeros_like(p))
+
+
+def _dropped(x, keep, spec: Masking):
+    """x with dropout applied (kept entries scaled by 1 / (1 - dropout_p)); x itself without dropout."""
+    if keep is None:
+        return x
+    return torch.where(keep, x * (1.0 / (1.0 - spec.dropout_p)), torch.zeros_like(x))
 
 
 def _scores(q5, kT, i0, i1, scale, Nq, Nk, spec, kpm, am, G, wd):
@@ -117,7 +123,7 @@ class _ChunkedAttention(torch.autograd.Function):
             i1 = min(Nq, i0 + chunk)
             p, t, n = entmax_chunk_(_scores(q5, kT, i0, i1, scale, Nq, Nk, spec, kpm, am, G, wd), a5)
             tot = p.sum(-1, keepdim=True)
-            w = _dropped(p, seed, spec, i0, i1, B, Hkv, G, Nk)
+            w = _dropped(p, _keep(seed, spec, i0, i1, B, Hkv, G, Nk, q.device), spec)
             out[:, :, :, i0:i1] = (torch.matmul(w, v5) / torch.where(tot > 0, tot, torch.ones_like(tot))).to(q.dtype)
             tau[:, :, :, i0:i1] = t
             supp[:, :, :, i0:i1] = n
@@ -150,11 +156,12 @@ class _ChunkedAttention(torch.autograd.Function):
             s = _scores(q5, kw.transpose(-1, -2), i0, i1, scale, Nq, Nk, spec, kpm, am, G, wd)
             p = entmax_probs(s, tau[:, :, :, i0:i1, None], a5)
             # dropout: dL/dp = keep · g / (1 - dropout_p), with g = dO·v
-            g = _dropped(torch.matmul(doc, vw.transpose(-1, -2)), seed, spec, i0, i1, B, Hkv, G, Nk)
+            keep = _keep(seed, spec, i0, i1, B, Hkv, G, Nk, q.device)
+            g = _dropped(torch.matmul(doc, vw.transpose(-1, -2)), keep, spec)
             dz = entmax_grad_input(p, g, a5) * scale
             dq[:, :, :, i0:i1] = torch.matmul(dz, kw)
             dk += torch.matmul(dz.transpose(-1, -2), qc).sum(2)
-            dv += torch.matmul(_dropped(p, seed, spec, i0, i1, B, Hkv, G, Nk).transpose(-1, -2), doc).sum(2)
+            dv += torch.matmul(_dropped(p, keep, spec).transpose(-1, -2), doc).sum(2)
             if dalpha is not None:
                 dalpha += entmax_grad_alpha(p, g, a5).to(torch.float64).sum(dim=(0, 3, 4))
         dq = dq.reshape(B, H, Nq, D).to(q.dtype)
