@@ -203,6 +203,12 @@ def test_learnable_alpha_gets_gradients_and_is_saved(name, tmp_path):
     model.eval()
     torch.testing.assert_close(_out(loaded, ids, mask), _out(model, ids, mask), atol=1e-5, rtol=1e-4)
     assert eft.learned_alpha(loaded) == eft.learned_alpha(model)
+    import copy
+    import io
+
+    torch.save(model, io.BytesIO())  # the whole model still pickles
+    twin = copy.deepcopy(model)
+    assert twin.save_pretrained.model is twin
 
 
 def test_alpha_sources_in_order():

@@ -321,17 +321,23 @@ def make_alpha_learnable(model: nn.Module, init: Optional[float] = None, per_hea
         dev = next((p.device for p in m.parameters()), None) or next(model.parameters()).device
         m.entmax_alpha_logit = nn.Parameter(theta.to(dev))
         params.append(m.entmax_alpha_logit)
-    if not getattr(model, "_entflash_sync_on_save", False):
-        original = model.save_pretrained
-
-        def save_pretrained(*args, **kwargs):
-            sync_alpha_to_config(model)
-            return original(*args, **kwargs)
-
-        model.save_pretrained = save_pretrained
-        model._entflash_sync_on_save = True
+    if not isinstance(model.__dict__.get("save_pretrained"), _SaveWithAlpha):
+        model.save_pretrained = _SaveWithAlpha(model)
     sync_alpha_to_config(model)
     return params
+
+
+class _SaveWithAlpha:
+    """The save_pretrained of a model with learnable α: writes the α in use into config.entmax_alpha first (the
+    config is saved before the weights), then saves as usual. A class, not a closure, so that the model still
+    pickles and deep-copies."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, *args, **kwargs):
+        sync_alpha_to_config(self.model)
+        return type(self.model).save_pretrained(self.model, *args, **kwargs)
 
 
 def learned_alpha(model: nn.Module) -> List[List[float]]:
