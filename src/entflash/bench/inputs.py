@@ -1,4 +1,4 @@
-"""Benchmark inputs: "random" (i.i.d. normal q, k, v: no 64x64 block is empty) and "clustered" (keys in
+"""Benchmark inputs: "trained:<layer>" (q, k, v a small model learned: bench/trained.py), "random" (i.i.d. normal q, k, v: no 64x64 block is empty) and "clustered" (keys in
 256-long segments around unit-direction centres of norm sqrt(D); each 64-query block attends to one segment,
 an earlier or the current one when causal: 90-99% of the 64x64 blocks exactly zero)."""
 
@@ -11,6 +11,12 @@ import torch
 
 def make_inputs(kind: str, B: int, H: int, N: int, D: int, causal: bool, dtype=torch.bfloat16, device="cuda",
                 seed: int = 0, seg: int = 256, qblock: int = 64):
+    """q, k, v (B, H, N, D) of kind "random", "clustered" or "trained:<layer>" (bench/trained.py)."""
+    if kind.startswith("trained"):
+        from .trained import make_trained
+
+        layer = int(kind.split(":", 1)[1]) if ":" in kind else 0
+        return make_trained(layer, B, H, N, D, dtype=dtype)
     g = torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape):
@@ -34,5 +40,5 @@ def make_inputs(kind: str, B: int, H: int, N: int, D: int, causal: bool, dtype=t
         seg_of_query = pick.repeat_interleave(qblock, dim=-1)[..., :N]
         q = randn(B, H, N, D) + torch.gather(c, 2, seg_of_query[..., None].expand(B, H, N, D))
     else:
-        raise ValueError(f"inputs must be 'random' or 'clustered', got {kind!r}")
+        raise ValueError(f"inputs must be 'random', 'clustered' or 'trained:<layer>', got {kind!r}")
     return tuple(t.to(dtype).contiguous() for t in (q, k, v))
