@@ -148,3 +148,29 @@ def test_autotune_cache_borrow(tmp_path, monkeypatch):
     assert autotune_cache.save(str(path)) == 3
     keys = [e["key"][:2] for e in json.load(open(path))["adasplash_fake_borrow.kern"]]
     assert sorted(keys) == [[4096, 64], [4096, 128], [16384, 64]]
+
+
+def test_paths_suite_cases_and_report():
+    """The paths suite lists every path with its yardstick and goal, and its report divides by the right one
+    (the floor for decoding, the float α = 1.5 call for α cases, cuDNN elsewhere)."""
+    from entflash.bench.paths import path_cases, paths_report
+
+    cases = path_cases()
+    names = {c.name for c in cases}
+    for expected in ("trained layer 3", "alpha per-head [1.5, 1.5]", "alpha 1.25", "short N512 non-causal",
+                     "inference forward", "decode cache 32768", "decode cache 4096 varlen", "prefill 256 on cache 4096"):
+        assert expected in names
+    assert not any(c.inputs.startswith("trained") for c in path_cases(skip_trained=True))
+    decode = next(c for c in cases if c.name == "decode cache 32768")
+    assert (decode.Nq, decode.Nk, decode.H, decode.Hkv, decode.D, decode.backward) == (1, 32768, 32, 8, 128, False)
+    rows = [
+        {"suite": "paths", "case": "decode cache 32768", "inputs": "random", "method": "entflash", "alpha": 1.5,
+         "fwd_ms": 1.5, "floor_ms": 0.75},
+        {"suite": "paths", "case": "alpha 1.25", "inputs": "random", "method": "entflash", "alpha": 1.25,
+         "fwd_ms": 5.0, "fwdbwd_ms": 12.0},
+        {"suite": "paths", "case": "alpha 1.25", "inputs": "random", "method": "entflash_a15", "alpha": 1.5,
+         "fwd_ms": 4.0, "fwdbwd_ms": 10.0},
+    ]
+    report = paths_report(rows)
+    assert "decode cache 32768" in report and " 2.00x  1.00x   no" in report
+    assert " 1.20x  1.30x  yes" in report

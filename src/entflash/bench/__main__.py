@@ -5,6 +5,7 @@
     python -m entflash.bench --d 64 --n 16384 --causal yes --inputs clustered random
     python -m entflash.bench --errors              # exactness report (N=1024, D=64) instead of timings
     python -m entflash.bench --targets             # only the cases of the speed targets, then the report
+    python -m entflash.bench --suite paths         # the other paths a model takes (bench/paths.py)
     python -m entflash.bench --from-jsonl F.jsonl --plot   # no GPU: table, target report and plots of saved rows
 
 AdaSplash's autotuning choices are cached in benchmarks/autotune/<gpu>.json
@@ -231,6 +232,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="JSONL path (default benchmarks/results/<date>-<gpu>.jsonl)")
     ap.add_argument("--plot", action="store_true")
     ap.add_argument("--targets", action="store_true", help="run only the cases of the speed targets")
+    ap.add_argument("--suite", choices=["targets", "paths"], default=None,
+                    help="targets: the long-context speed targets (as --targets); paths: learned and general α, short "
+                         "sequences, inference forward, decoding, chunked prefill and trained attention (bench/paths.py)")
+    ap.add_argument("--skip-trained", action="store_true",
+                    help="paths suite without the trained-attention cases (they train a model on first use)")
     ap.add_argument("--window-row", action="store_true",
                     help="entflash with a (4096, 0) window against the full causal call at D64 N65536 (clustered and "
                          "random), then the ratio")
@@ -242,6 +248,11 @@ def main(argv=None) -> int:
         print(_table(rows))
         print()
         print(target_report(rows))
+        if any(r.get("suite") == "paths" for r in rows):
+            from .paths import paths_report
+
+            print()
+            print(paths_report(rows))
         if args.plot:
             from .plots import plot_rows
 
@@ -277,7 +288,22 @@ def main(argv=None) -> int:
                           f"{pair[1]['fwd_ms'] / pair[0]['fwd_ms']:.3f}x, fwd+bwd "
                           f"{pair[1]['fwdbwd_ms'] / pair[0]['fwdbwd_ms']:.3f}x", flush=True)
             return 0
-        if args.targets:
+        if args.suite == "paths":
+            from .paths import copy_bandwidth, path_cases, paths_report, run_path_case
+
+            bandwidth = copy_bandwidth()
+            print(f"copy bandwidth: {bandwidth / 1e9:.2f} TB/s (read + write)", flush=True)
+            for case in path_cases(skip_trained=args.skip_trained):
+                for method in ("entflash",) + case.compare:
+                    r = run_path_case(case, method, rep=args.rep, bandwidth=bandwidth)
+                    r.update(env)
+                    rows.append(r)
+                    fh.write(json.dumps(r) + "\n")
+                    fh.flush()
+                    print(json.dumps(r), flush=True)
+            print(paths_report(rows))
+            return 0
+        if args.targets or args.suite == "targets":
             cases = TARGET_CASES
         else:
             cases = [(D, N, c == "yes", inputs) for D in args.d for N in args.n for c in args.causal
