@@ -95,6 +95,14 @@ class KernelOptions:
     dkdv_qc: int = 0
     dkdv_warps: int = 0
     dkdv_relative: bool = False
+    # the decode path (decode.py): forward-only calls with at most decode_rows query rows per KV head (G·Nq) run
+    # it instead of the query-block pipeline (0: never); its score programs take decode_span key tiles of
+    # decode_block_n keys; the τ sweeps judge decode_chunks chunks per step and stop after decode_max_iters
+    decode_rows: int = 16
+    decode_block_n: int = 64
+    decode_span: int = 16
+    decode_chunks: int = 16
+    decode_max_iters: int = 64
     # fill every output buffer with NaN (-1 for integers) before the kernels run, so that an element a kernel
     # forgot to write fails a comparison instead of passing by luck (tests)
     poison: bool = False
@@ -105,7 +113,7 @@ class KernelOptions:
                 raise ValueError(f"KernelOptions.{name} must be a power of two >= {lo}, got {v!r}")
 
         for name in ("block_m", "block_n", "num_warps", "row_group", "kchunk", "tau_split", "output_split",
-                     "dq_split", "gather_chunk", "gather_kc"):
+                     "dq_split", "gather_chunk", "gather_kc", "decode_block_n", "decode_span", "decode_chunks"):
             power_of_two(name, getattr(self, name))
         if self.block_n < 16 or self.block_m < 16:
             raise ValueError(f"KernelOptions.block_m and block_n must be >= 16, got {self.block_m}, {self.block_n}")
@@ -116,6 +124,12 @@ class KernelOptions:
                                  f"program, fewer than row_group = {self.row_group}")
         if self.dkdv_qc and (self.dkdv_qc & (self.dkdv_qc - 1) or self.block_m % self.dkdv_qc):
             raise ValueError(f"KernelOptions.dkdv_qc must be 0 or a power of two dividing block_m, got {self.dkdv_qc}")
+        if self.decode_block_n < 16:
+            raise ValueError(f"KernelOptions.decode_block_n must be >= 16, got {self.decode_block_n}")
+        if isinstance(self.decode_rows, bool) or not isinstance(self.decode_rows, int) or not 0 <= self.decode_rows <= 64:
+            raise ValueError(f"KernelOptions.decode_rows must be an int in [0, 64], got {self.decode_rows!r}")
+        if self.decode_max_iters < 1:
+            raise ValueError(f"KernelOptions.decode_max_iters must be >= 1, got {self.decode_max_iters}")
         if self.tau_gather_from < 1:
             raise ValueError(f"KernelOptions.tau_gather_from must be >= 1, got {self.tau_gather_from}")
 
@@ -203,7 +217,7 @@ def interpreter_options(dtype: torch.dtype) -> KernelOptions:
     CPU tests exercise the default paths (one 8-row group per split program)."""
     return KernelOptions(block_m=16, block_n=16, num_warps=1, num_stages=1, row_group=8, dkdv_qc=8,
                          tau_split=2, output_split=2, dq_split=2, dq_full_tiles=True, fast_log2=False,
-                         dkdv_relative=dtype == torch.float32)
+                         dkdv_relative=dtype == torch.float32, decode_block_n=16, decode_span=2, decode_chunks=4)
 
 
 def select(arch: Tuple[int, int], dtype: torch.dtype, head_dim: int) -> KernelOptions:

@@ -2,7 +2,8 @@
 
 A forward is three stages, each one or more launches: pass 1 (pass1.py), the
 τ pass (tau.py, and on large inputs gather.py for the last sweeps), the output
-pass (output.py). A backward is two: dq (dq.py, which also writes δ) and dk/dv
+pass (output.py); a forward-only call with few query rows per KV head is two
+launches of the decode path instead (decode.py, decode_stages). A backward is two: dq (dq.py, which also writes δ) and dk/dv
 (dkdv.py, which reads it). `forward_stages` / `backward_stages` return the
 stages as named lists of callables, in the order they must run: ops.py runs
 them, benchmarks/stage_times.py times them one by one.
@@ -22,6 +23,7 @@ import triton
 from ..dropout import keep_threshold
 from . import configs
 from .configs import KIND_ENTMAX15, KIND_GENERAL, KIND_SOFTMAX, KIND_SPARSEMAX, KernelOptions
+from .decode import decode_output_kernel, decode_scores_kernel
 from .dkdv import dkdv_kernel
 from .dq import dq_kernel
 from .gather import gather_rows_kernel, tau_gather_kernel
@@ -321,3 +323,58 @@ def user_tau(tau: Tensor, m: Tensor, alpha_t: Optional[Tensor], alpha_f: float, 
     a = alpha_t.detach().to(tau.device, torch.float32).reshape(-1).expand(H)
     soft = (a == 1.0).view((-1, 1) if varlen else (1, -1, 1))
     return torch.where(soft, tau * LN2, tau)
+
+
+# ----------------------------------------------------------------------------
+# decode path (decode.py)
+# ----------------------------------------------------------------------------
+
+
+def decode_rows(geo: Geometry) -> int:
+    """Query rows per KV head (G · Nq): what KernelOptions.decode_rows bounds."""
+    return geo.G * geo.Nq
+
+
+def decode_stages(geo: Geometry, q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], alpha_f: float,
+                  kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], causal: bool,
+                  window: Optional[Tuple[int, int]], scale: float, need_stats: bool) -> Tuple[List[Stage], tuple]:
+    """The decode path's two launches (scores, then τ and output) and its outputs (out, tau, supp): τ already in
+    the public units ((α-1)·x; natural-log log-sum-exp for softmax rows)."""
+    o, dev = geo.opts, q.device
+    BN = o.decode_block_n
+    NQ, NK = geo.Nq, geo.Nk
+    nch = max(1, triton.cdiv(NK, BN))
+    rows = geo.B * geo.H * NQ
+    out = new_buffer(q.shape[:-1] + (v.shape[-1],), q.dtype, dev, o)
+    tau = new_buffer(geo.stat_shape(), torch.float32, dev, o) if need_stats else dummy(dev)
+    supp = new_buffer(geo.stat_shape(), torch.int32, dev, o) if need_stats else dummy(dev)
+    x = torch.empty((rows, nch * BN), dtype=torch.float32, device=dev)
+    cmax = torch.empty((rows, nch), dtype=torch.float32, device=dev)
+    lists = torch.empty((rows, nch), dtype=torch.int32, device=dev)
+    wl, wr = window if window is not None else (-1, -1)
+    cu_q_ = cu_q if cu_q is not None else dummy(dev)
+    cu_k_ = cu_k if cu_k is not None else dummy(dev)
+    common = dict(CU_Q=cu_q_, CU_K=cu_k_, H=geo.H, NQ=NQ, NK=NK, NKP=nch * BN, NCH=nch, G=geo.G, D=geo.D,
+                  BLOCK_D=geo.BLOCK_D, IS_VARLEN=geo.varlen)
+    sq, sk, sv, so = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(out)
+    stb, sth = geo.stat_strides()
+
+    def scores():
+        span = o.decode_span * BN
+        decode_scores_kernel[(max(1, triton.cdiv(NK, span)), geo.B * geo.Hkv)](
+            Q=q, K=k, X=x, CMAX=cmax, KPM=kpm.view(torch.uint8) if kpm is not None else dummy(dev),
+            **_strides("q", sq), **_strides("k", sk), skpm=kpm.stride(0) if kpm is not None else 0,
+            scale=float(scale), wl=wl if wl >= 0 else UNBOUNDED, wr=wr if wr >= 0 else UNBOUNDED,
+            BLOCK_R=max(16, triton.next_power_of_2(decode_rows(geo))), BLOCK_N=BN, SPAN_TILES=o.decode_span,
+            CAUSAL=causal, HAS_KPM=kpm is not None, WINDOW=window is not None,
+            PREC="ieee" if q.dtype == torch.float32 else None, **common, num_warps=4, num_stages=o.num_stages)
+
+    def output():
+        decode_output_kernel[(NQ, geo.B * geo.H)](
+            X=x, CMAX=cmax, LIST=lists, V=v, O=out, TAU=tau, SUPP=supp,
+            ALPHA=alpha_buffer(alpha_t, alpha_f, geo.H, dev) if alpha_t is not None else dummy(dev),
+            **_strides("v", sv), **_strides("o", so), stb=stb, sth=sth, alpha_f=float(alpha_f),
+            max_iters=o.decode_max_iters, BLOCK_N=BN, CB=o.decode_chunks, ALPHA_T=alpha_t is not None,
+            NEED_STATS=need_stats, **common, num_warps=4, num_stages=o.num_stages)
+
+    return [("decode scores", [scores]), ("decode output", [output])], (out, tau, supp)

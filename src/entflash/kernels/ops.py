@@ -1,8 +1,9 @@
 """torch.library custom ops and autograd for the Triton path, and its entry points.
 
-Two custom ops, `entflash::attn_fwd` and `entflash::attn_bwd`, with fake (meta)
-implementations and autograd registered on the forward op, so that
-torch.compile(fullgraph=True) traces a call without a graph break. Neither op
+Custom ops `entflash::attn_fwd` and `entflash::attn_bwd`, with fake (meta)
+implementations and autograd registered on the forward op, and the forward-only
+`entflash::decode_fwd` (the decode path, taken by use_decode), so that
+torch.compile(fullgraph=True) traces a call without a graph break. No op
 synchronises with the host. The call's KernelOptions cross the ops as their
 encoded string (configs.KernelOptions.encode).
 
@@ -22,7 +23,8 @@ import torch
 from . import configs
 from .configs import KernelOptions
 from .launch import (
-    BackwardBuffers, Call, ForwardBuffers, Geometry, alpha_kind, backward_stages, forward_stages, user_tau,
+    BackwardBuffers, Call, ForwardBuffers, Geometry, alpha_kind, backward_stages, decode_rows, decode_stages,
+    forward_stages, user_tau,
 )
 
 Tensor = torch.Tensor
@@ -129,6 +131,41 @@ def _autograd_backward(ctx, dout, _dtau, _dm, _dsupp, _dtmax, _dtaumin):
 attn_fwd.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
+@torch.library.custom_op("entflash::decode_fwd", mutates_args=())
+def decode_fwd(
+    q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], kpm: Optional[Tensor], cu_q: Optional[Tensor],
+    cu_k: Optional[Tensor], max_q: int, max_k: int, alpha_f: float, causal: bool, wl: int, wr: int, scale: float,
+    need_stats: bool, options: str,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """The decode path (decode.py): (out, τ in the public units, support); forward only (no autograd)."""
+    geo = Geometry(q, k, cu_q, max_q, max_k, KernelOptions.decode(options))
+    stages, (out, tau, supp) = decode_stages(geo, q, k, v, alpha_t, alpha_f, kpm, cu_q, cu_k, causal,
+                                             _window(wl, wr), scale, need_stats)
+    if out.numel() and geo.B * geo.H:
+        for _, launches in stages:
+            for launch in launches:
+                launch()
+    return out, tau, supp
+
+
+@decode_fwd.register_fake
+def _decode_fwd_fake(q, k, v, alpha_t, kpm, cu_q, cu_k, max_q, max_k, alpha_f, causal, wl, wr, scale, need_stats,
+                     options):
+    geo = Geometry(q, k, cu_q, max_q, max_k, KernelOptions.decode(options))
+    stat = geo.stat_shape() if need_stats else (1,)
+    return (q.new_empty(q.shape[:-1] + (v.shape[-1],)), q.new_empty(stat, dtype=torch.float32),
+            q.new_empty(stat, dtype=torch.int32))
+
+
+def use_decode(q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], rows: int, attn_mask, dropout_p: float,
+               opts: KernelOptions) -> bool:
+    """Whether a call runs the decode path: few query rows per KV head (KernelOptions.decode_rows), no attn_mask
+    or dropout, and no gradient needed (the path has no backward)."""
+    if rows > opts.decode_rows or attn_mask is not None or dropout_p > 0:
+        return False
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, alpha_t)))
+
+
 # ----------------------------------------------------------------------------
 # entry points (inputs validated by attention.py)
 # ----------------------------------------------------------------------------
@@ -159,6 +196,11 @@ def attention(q, k, v, *, alpha, causal, scale, key_padding_mask=None, attn_mask
     kpm = key_padding_mask.contiguous() if key_padding_mask is not None else None
     q, k, v = _contiguous_last(q), _contiguous_last(k), _contiguous_last(v)
     wl, wr = window if window is not None else (-1, -1)
+    G = q.shape[1] // k.shape[1]
+    if use_decode(q, k, v, alpha_t, G * q.shape[2], attn_mask, dropout_p, opts):
+        out, tau, supp = decode_fwd(q, k, v, alpha_t, kpm, None, None, q.shape[2], k.shape[2], alpha_f, causal, wl,
+                                    wr, scale, return_stats, opts.encode())
+        return AttentionStats(out, tau, supp) if return_stats else out
     out, tau, m, supp, _, _ = attn_fwd(q, k, v, alpha_t, kpm, attn_mask, seed if dropout_p > 0 else None, None, None,
                                        q.shape[2], k.shape[2], alpha_f, causal, wl, wr, float(dropout_p), scale,
                                        return_stats, opts.encode())
@@ -177,6 +219,11 @@ def attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, alpha, causal, scale,
     opts = resolve_options(q, options)
     q, k, v = _contiguous_last(q), _contiguous_last(k), _contiguous_last(v)
     wl, wr = window if window is not None else (-1, -1)
+    G = q.shape[1] // k.shape[1]
+    if use_decode(q, k, v, alpha_t, G * int(max_q), None, dropout_p, opts):
+        out, tau, supp = decode_fwd(q, k, v, alpha_t, None, cu_q.contiguous(), cu_k.contiguous(), int(max_q),
+                                    int(max_k), alpha_f, causal, wl, wr, scale, return_stats, opts.encode())
+        return AttentionStats(out, tau, supp) if return_stats else out
     out, tau, m, supp, _, _ = attn_fwd(q, k, v, alpha_t, None, None, seed if dropout_p > 0 else None,
                                        cu_q.contiguous(), cu_k.contiguous(), int(max_q), int(max_k), alpha_f, causal,
                                        wl, wr, float(dropout_p), scale, return_stats, opts.encode())
