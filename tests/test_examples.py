@@ -71,3 +71,14 @@ def test_train_encoder_quick(tmp_path):
     out = json.loads((tmp_path / "results.json").read_text())
     assert set(out["eval"]) == {"softmax", "entmax15"}
     assert out["eval"]["entmax15"]["identifiers"] > 0 and len(out["sparsity"]["entmax15"]) == 2
+
+
+@pytest.mark.parametrize("method,layout", [("sequence", "contiguous"), ("context", "zigzag")])
+def test_train_lm_parallel_quick(method, layout):
+    """Two processes (gloo) train the LM with the sequence split, and match the single-process losses."""
+    pytest.importorskip("transformers")
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_lm_parallel.py"), "--quick", "--steps", "4",
+           "--method", method, "--layout", layout]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "largest difference over 4 steps" in res.stdout
