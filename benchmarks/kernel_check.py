@@ -93,6 +93,23 @@ def calls(arch):
                                  options=configs.select(A, dt, D)).sum().backward()
         return name, run
 
+    def decode(name, B, H, Hkv, Nq, Nk, D, dt, **kw):
+        def run():  # forward only, no gradient: the decode path (kernels/decode.py)
+            q, k, v = (torch.randn(*s).to(dt) for s in ((B, H, Nq, D), (B, Hkv, Nk, D), (B, Hkv, Nk, D)))
+            with torch.no_grad():
+                ops.attention(q, k, v, scale=1 / math.sqrt(D), options=configs.select(A, dt, D),
+                              **{"causal": True, "key_padding_mask": None, "return_stats": False, **kw})
+        return name, run
+
+    def decode_varlen(name, D, dt):
+        def run():
+            cu_q, cu_k = torch.tensor([0, 1, 3], dtype=torch.int32), torch.tensor([0, 300, 1024], dtype=torch.int32)
+            q, k, v = torch.randn(3, 8, D).to(dt), torch.randn(1024, 2, D).to(dt), torch.randn(1024, 2, D).to(dt)
+            with torch.no_grad():
+                ops.attention_varlen(q, k, v, cu_q, cu_k, 2, 724, alpha=2.0, causal=True, scale=1 / math.sqrt(D),
+                                     options=configs.select(A, dt, D), return_stats=True)
+        return name, run
+
     kpm = torch.ones(2, 2048, dtype=torch.bool)
     kpm[1, 1000:] = False
     return [
@@ -115,6 +132,11 @@ def calls(arch):
               seed=torch.tensor([1])),
         dense("bf16 D128 α1.5 window N16k (split τ)", 1, 16, 16, 16384, 16384, 128, bf, alpha=1.5,
               window=(1024, 1024)),
+        decode("bf16 D128 decode GQA 4:1 α1.5 cache 32k", 2, 32, 8, 1, 32768, 128, bf, alpha=1.5),
+        decode("fp16 D64 decode 3 tokens α1.25 window padding stats", 2, 4, 2, 3, 2048, 64, f16, alpha=1.25,
+               window=(512, 0), key_padding_mask=kpm, return_stats=True),
+        decode("bf16 D80 decode per-head α", 1, 8, 8, 1, 4096, 80, bf, alpha=torch.linspace(1.0, 2.0, 8)),
+        decode_varlen("fp32 D128 decode varlen α2 stats", 128, f32),
     ]
 
 
