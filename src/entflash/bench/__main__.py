@@ -245,18 +245,27 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.from_jsonl:
         rows = [json.loads(line) for f in args.from_jsonl for line in open(f) if line.strip()]
-        print(_table(rows))
-        print()
-        print(target_report(rows))
+        # the paths suite's rows have their own report (forward-only cases carry no fwdbwd_ms)
+        main_rows = [r for r in rows if r.get("suite") != "paths"]
+        if main_rows:
+            print(_table(main_rows))
+            print()
+            print(target_report(main_rows))
         if any(r.get("suite") == "paths" for r in rows):
             from .paths import paths_report
 
             print()
             print(paths_report(rows))
         if args.plot:
-            from .plots import plot_rows
+            prefix = os.path.splitext(args.from_jsonl[0])[0]
+            if main_rows:
+                from .plots import plot_rows
 
-            plot_rows(rows, os.path.splitext(args.from_jsonl[0])[0])
+                plot_rows(main_rows, prefix)
+            if any(r.get("suite") == "paths" for r in rows):
+                from .paths import plot_paths
+
+                plot_paths(rows, prefix + "-ratio.png")
         return 0
     if not torch.cuda.is_available():
         print("entflash.bench needs a CUDA GPU", file=sys.stderr)
@@ -302,6 +311,10 @@ def main(argv=None) -> int:
                     fh.flush()
                     print(json.dumps(r), flush=True)
             print(paths_report(rows))
+            if args.plot:
+                from .paths import plot_paths
+
+                plot_paths(rows, os.path.splitext(out)[0] + "-ratio.png")
             return 0
         if args.targets or args.suite == "targets":
             cases = TARGET_CASES
