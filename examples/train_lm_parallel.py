@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_lm import stdlib_bytes  # noqa: E402
 
 import entflash.distributed as ed  # noqa: E402
-import entflash.integrations.transformers as eft  # noqa: E402
+import entflash.integrations.transformers  # noqa: E402,F401  (registers "entmax" for the single-process run)
 
 LAYOUT = {"layout": "contiguous"}
 

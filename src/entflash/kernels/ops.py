@@ -23,8 +23,8 @@ import torch
 from . import configs
 from .configs import KernelOptions
 from .launch import (
-    BackwardBuffers, Call, ForwardBuffers, Geometry, alpha_kind, backward_stages, decode_rows, decode_stages,
-    forward_stages, user_tau,
+    BackwardBuffers, Call, ForwardBuffers, Geometry, alpha_kind, backward_stages, decode_stages, forward_stages,
+    user_tau,
 )
 
 Tensor = torch.Tensor
