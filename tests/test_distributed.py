@@ -86,7 +86,8 @@ def _attention_cases(rank, world):
                                                      backend="torch", **dict(kw, alpha=a))
             else:
                 shard = lambda t: ed.shard_sequence(t, layout=layout)  # noqa: E731
-                res = ed.context_parallel_attention(*(shard(t) for t in (q, k, v)), layout=layout,
+                # rows broadcast in chunks of 3: several chunks per rank, the last one short
+                res = ed.context_parallel_attention(*(shard(t) for t in (q, k, v)), layout=layout, chunk=3,
                                                     return_stats=True, **dict(kw, alpha=a))
             res.out.backward(shard(dout))
             what = f"{method} {layout or ''} {kw}"
@@ -124,6 +125,22 @@ def _varlen_case(rank, world):
         _close(got, want[sl], f"varlen d{name}")
 
 
+def _mesh_case(rank, world):
+    """A DeviceMesh dimension instead of a process group gives the same result; both at once is an error."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("sp",))
+    torch.manual_seed(4)
+    q, k, v = (ed.shard_sequence(torch.randn(1, 2 * world, 4 * world, 8, dtype=torch.float64)) for _ in range(3))
+    a = ed.sequence_parallel_attention(q, k, v, mesh=mesh, mesh_dim="sp", causal=True, backend="torch")
+    b = ed.sequence_parallel_attention(q, k, v, causal=True, backend="torch")
+    c = ed.context_parallel_attention(q, k, v, mesh=mesh, mesh_dim="sp", causal=True)
+    _close(a, b, "mesh")
+    _close(a, c, "mesh, context parallel")
+    with pytest.raises(ValueError, match="either group or mesh"):
+        ed.sequence_parallel_attention(q, k, v, group=dist.group.WORLD, mesh=mesh, mesh_dim="sp", backend="torch")
+
+
 def _errors_case(rank, world):
     q = torch.randn(1, 3, 4 // world * world, 8)
     with pytest.raises(ValueError, match="world size"):
@@ -148,6 +165,10 @@ def test_varlen_sequence_parallel():
 
 def test_parallel_errors():
     _spawn(_errors_case, 2)
+
+
+def test_device_mesh():
+    _spawn(_mesh_case, 2)
 
 
 # ----------------------------------------------------------------------------
