@@ -2,8 +2,10 @@
 
 * "contiguous": rank r holds positions r·n .. (r+1)·n - 1 (n = N / world).
 * "zigzag": the sequence is cut into 2·world chunks of c = N / (2·world) positions; rank r holds chunks r and
-  2·world - 1 - r. Under a causal mask the early chunk sees few keys and the late one many, so every rank has
-  about the same work (with "contiguous" the last rank's rows see every key and the first rank's see n).
+  2·world - 1 - r. Under a causal mask the early chunk sees few keys and the late one many, so every rank
+  holds the same number of visible (query, key) pairs (with "contiguous" the last rank's rows see every key
+  and the first rank's see n). context.py still computes the masked pairs of a row chunk, so there the
+  layout changes the communication pattern but not yet the time.
 """
 
 from __future__ import annotations
