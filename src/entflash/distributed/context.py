@@ -62,6 +62,19 @@ def _visible(pq, pk, causal, window, kpm_local):
     return vis
 
 
+def _visible_keys(pq, pk, causal, window, kpm_local):
+    """The visibility of this rank's keys for a chunk of rows, restricted to the keys some row sees: (vis, cols).
+    Keys no row of the chunk sees (under a causal mask, a rank's keys after the chunk) cost nothing; this is
+    what makes the zig-zag layout balance the work (layout.py). At least one column is kept, masked, so that
+    every rank joins the collectives with well-formed sums."""
+    vis = _visible(pq, pk, causal, window, kpm_local)
+    cols = torch.nonzero(vis.any(dim=(0, 1, 2))).flatten()
+    if cols.numel() == 0:
+        cols = torch.zeros(1, dtype=torch.long, device=pk.device)
+        return torch.zeros_like(vis[..., :1]), cols
+    return vis.index_select(-1, cols), cols
+
+
 def _scores(qc, k, scale, vis):
     """x = scale · q kᵀ for the chunk's rows against this rank's keys, GQA by head groups, masked to -inf."""
     B, H, r, D = qc.shape
@@ -166,13 +179,14 @@ class _ContextParallel(torch.autograd.Function):
                 qc = q[:, :, c0:c0 + r].contiguous() if src == rank else q.new_empty(B, H, r, D)
                 dst = dist.get_global_rank(group, src)
                 dist.broadcast(qc, dst, group=group)
-                vis = _visible(pq_all[c0:c0 + r], pk, causal, window, kpm_local)
-                x = _scores(qc, k, scale, vis)
+                vis, cols = _visible_keys(pq_all[c0:c0 + r], pk, causal, window, kpm_local)
+                ks, vs = k.index_select(2, cols), v.index_select(2, cols)
+                x = _scores(qc, ks, scale, vis)
                 t = _solve_tau(x, a, soft, group, max_iters)
                 z = x * torch.where(soft, 1.0, a)[..., None]
                 p = _weights(z - torch.where(torch.isinf(t), 0.0, t)[..., None], a[..., None], soft[..., None])
                 p = p.masked_fill(~vis, 0.0)
-                o = _pv(p, v)
+                o = _pv(p, vs)
                 cnt = torch.where(soft[..., None], vis.expand_as(p), p > 0).sum(-1)
                 dist.reduce(o, dst, group=group)
                 dist.reduce(cnt, dst, group=group)
@@ -214,8 +228,9 @@ class _ContextParallel(torch.autograd.Function):
                 tc = tau_own[:, :, c0:c0 + r].contiguous() if mine else q.new_empty(B, H, r)
                 for t in (qc, doc, tc):
                     dist.broadcast(t, dst, group=group)
-                vis = _visible(pq_all[c0:c0 + r], pk, causal, window, kpm_local)
-                x = _scores(qc, k, scale, vis)
+                vis, cols = _visible_keys(pq_all[c0:c0 + r], pk, causal, window, kpm_local)
+                ks, vs = k.index_select(2, cols), v.index_select(2, cols)
+                x = _scores(qc, ks, scale, vis)
                 z = x * torch.where(soft, 1.0, a)[..., None]
                 t = torch.where(torch.isinf(tc), 0.0, tc)
                 p = _weights(z - t[..., None], a[..., None], soft[..., None]).masked_fill(~vis, 0.0)
@@ -224,7 +239,7 @@ class _ContextParallel(torch.autograd.Function):
                 a_safe = torch.where(soft, 1.0, a)[..., None]
                 u = torch.where(soft[..., None], p, torch.where(p > 0, y.clamp_min(1e-300) ** ((1.0 - a_safe) / a_safe),
                                                                 0.0))
-                g = torch.matmul(doc.reshape(B, Hkv, G * r, -1), v.transpose(-1, -2)).reshape(B, H, r, -1)
+                g = torch.matmul(doc.reshape(B, Hkv, G * r, -1), vs.transpose(-1, -2)).reshape(B, H, r, -1)
                 logp = torch.where(p > 0, torch.log(torch.where(p > 0, p, 1.0)), 0.0)
                 plogp = p * logp
                 l2 = plogp * logp
@@ -233,13 +248,14 @@ class _ContextParallel(torch.autograd.Function):
                 su, sug, spg, splg, hs, sl2, sl2g = _all_reduce(sums, dist.ReduceOp.SUM, group)
                 delta = sug / torch.where(su > 0, su, 1.0)
                 dz = u * (g - delta[..., None])
-                dqc = torch.matmul(dz.reshape(B, Hkv, G * r, -1), k).reshape(B, H, r, D) * scale
+                dqc = torch.matmul(dz.reshape(B, Hkv, G * r, -1), ks).reshape(B, H, r, D) * scale
                 dist.reduce(dqc, dst, group=group)
                 if mine:
                     dq[:, :, c0:c0 + r] = dqc
-                dk += torch.matmul(dz.reshape(B, Hkv, G * r, -1).transpose(-1, -2), qc.reshape(B, Hkv, G * r, D)) \
-                    * scale
-                dv += torch.matmul(p.reshape(B, Hkv, G * r, -1).transpose(-1, -2), doc.reshape(B, Hkv, G * r, -1))
+                dk.index_add_(2, cols, torch.matmul(dz.reshape(B, Hkv, G * r, -1).transpose(-1, -2),
+                                                    qc.reshape(B, Hkv, G * r, D)) * scale)
+                dv.index_add_(2, cols, torch.matmul(p.reshape(B, Hkv, G * r, -1).transpose(-1, -2),
+                                                    doc.reshape(B, Hkv, G * r, -1)))
                 if alpha_t is not None and ctx.needs_input_grad[3] and mine:
                     # dα per row (entmax.entmax_grad_alpha) from the combined sums; the row's owner adds it
                     aa = a.expand(B, H, r)

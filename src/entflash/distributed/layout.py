@@ -4,8 +4,8 @@
 * "zigzag": the sequence is cut into 2·world chunks of c = N / (2·world) positions; rank r holds chunks r and
   2·world - 1 - r. Under a causal mask the early chunk sees few keys and the late one many, so every rank
   holds the same number of visible (query, key) pairs (with "contiguous" the last rank's rows see every key
-  and the first rank's see n). context.py still computes the masked pairs of a row chunk, so there the
-  layout changes the communication pattern but not yet the time.
+  and the first rank's see n). context.py scores a row chunk only against the keys some row of it sees, so
+  there the zig-zag layout evens out the work across ranks.
 """
 
 from __future__ import annotations
