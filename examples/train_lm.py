@@ -20,9 +20,7 @@ import json
 import math
 import os
 import sys
-import sysconfig
 import time
-import zlib
 
 import torch
 
@@ -32,18 +30,11 @@ VARIANTS = ("softmax", "entmax15", "learned")
 
 
 def stdlib_bytes(max_bytes=None):
-    """(train, validation) uint8 tensors of the standard library's .py files, split by file."""
-    root = sysconfig.get_paths()["stdlib"]
-    train, val = [], []
-    for dirpath, dirnames, files in sorted(os.walk(root)):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
-        for f in sorted(files):
-            if f.endswith(".py"):
-                rel = os.path.relpath(os.path.join(dirpath, f), root)
-                data = open(os.path.join(dirpath, f), "rb").read()
-                (val if zlib.crc32(rel.encode()) % 20 == 0 else train).append(data)
-    cat = lambda parts: torch.frombuffer(bytearray(b"\n".join(parts)), dtype=torch.uint8)  # noqa: E731
-    tr, va = cat(train), cat(val)
+    """(train, validation) uint8 tensors of the standard library's .py files, split by file (the corpus of the
+    benchmark's trained inputs, entflash.bench.trained)."""
+    from entflash.bench.trained import corpus
+
+    tr, va = corpus()
     if max_bytes:
         tr, va = tr[:max_bytes], va[:max_bytes // 10]
     return tr, va

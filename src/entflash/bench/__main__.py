@@ -275,23 +275,25 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     rows = []
     with open(out, "a") as fh:
+
+        def emit(r):
+            """A measured row: tagged with the environment, kept, appended to the JSONL file and printed."""
+            r.update(env)
+            rows.append(r)
+            fh.write(json.dumps(r) + "\n")
+            fh.flush()
+            print(json.dumps(r), flush=True)
+
         if args.errors:
             for r in errors_report():
-                r.update(env)
-                rows.append(r)
-                fh.write(json.dumps(r) + "\n")
-                fh.flush()
-                print(json.dumps(r), flush=True)
+                emit(r)
             return 0
         if args.window_row:
             for inputs in ("clustered", "random"):
                 pair = [run_case("entflash", 64, 65536, True, inputs, H=args.heads, rep=args.rep, window=w)
                         for w in (None, (4096, 0))]
                 for r in pair:
-                    r.update(env)
-                    rows.append(r)
-                    fh.write(json.dumps(r) + "\n")
-                    print(json.dumps(r), flush=True)
+                    emit(r)
                 if all("fwdbwd_ms" in r for r in pair):
                     print(f"window (4096, 0) / full causal, D64 N65536 {inputs}: fwd "
                           f"{pair[1]['fwd_ms'] / pair[0]['fwd_ms']:.3f}x, fwd+bwd "
@@ -305,11 +307,7 @@ def main(argv=None) -> int:
             for case in path_cases(skip_trained=args.skip_trained):
                 for method in ("entflash",) + case.compare:
                     r = run_path_case(case, method, rep=args.rep, bandwidth=bandwidth)
-                    r.update(env)
-                    rows.append(r)
-                    fh.write(json.dumps(r) + "\n")
-                    fh.flush()
-                    print(json.dumps(r), flush=True)
+                    emit(r)
             print(paths_report(rows))
             if args.plot:
                 from .paths import plot_paths
@@ -347,11 +345,7 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         for r in sweep_rows(cases, args.methods, measure, args.budget_s,
                             skip=lambda method, N: args.skip_slow and method == "adasplash_v1" and N > 16384):
-            r.update(env)
-            rows.append(r)
-            fh.write(json.dumps(r) + "\n")
-            fh.flush()
-            print(json.dumps(r), flush=True)
+            emit(r)
     print(_table(rows))
     print(f"\nsweep: {len(rows)} rows ({sum('fwd_ms' in r for r in rows)} measured) in {time.monotonic() - t0:.0f} s")
     print()

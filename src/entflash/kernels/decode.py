@@ -34,23 +34,9 @@ normalised by the sum of its weights.
 import triton
 import triton.language as tl
 
+from .tiles import seq_bounds
+
 NEG_INF = tl.constexpr(float("-inf"))
-
-
-@triton.jit
-def _seq_bounds(CU_Q, CU_K, b, NQ, NK, IS_VARLEN: tl.constexpr):
-    """(first query token, query count, first key token, key count) of sequence b."""
-    if IS_VARLEN:
-        q0 = tl.load(CU_Q + b)
-        nq = tl.load(CU_Q + b + 1) - q0
-        k0 = tl.load(CU_K + b)
-        nk = tl.load(CU_K + b + 1) - k0
-    else:
-        q0 = 0
-        nq = NQ
-        k0 = 0
-        nk = NK
-    return q0, nq, k0, nk
 
 
 @triton.jit
@@ -71,7 +57,7 @@ def decode_scores_kernel(
     Hkv = H // G
     b = bh // Hkv
     hk = bh % Hkv
-    q0, nq, k0, nk = _seq_bounds(CU_Q, CU_K, b, NQ, NK, IS_VARLEN)
+    q0, nq, k0, nk = seq_bounds(b, CU_Q, CU_K, NQ, NK, IS_VARLEN)
     start = pid_s * (SPAN_TILES * BLOCK_N)
     r = tl.arange(0, BLOCK_R)
     g = r // NQ
@@ -164,7 +150,7 @@ def decode_output_kernel(
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
-    q0, nq, k0, nk = _seq_bounds(CU_Q, CU_K, b, NQ, NK, IS_VARLEN)
+    q0, nq, k0, nk = seq_bounds(b, CU_Q, CU_K, NQ, NK, IS_VARLEN)
     if i < nq:
         if ALPHA_T:
             a = tl.load(ALPHA + h) - 1.0
