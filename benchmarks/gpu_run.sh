@@ -12,12 +12,14 @@
 #   stages    benchmarks/stage_times.py $STAGES_ARGS                             -> stage_times.txt
 #   long      benchmarks/long_context.py                                         -> long_context.txt
 #   sanitize  compute-sanitizer memcheck and racecheck on benchmarks/sanitize.py -> sanitize_<tool>.txt
+#   examples  examples/run_full.sh $EXAMPLES (results, plots and logs, no checkpoints) -> examples.tgz
+#   trained   python -m entflash.bench.trained: the bench's trained model         -> trained_lm.tgz
 #
 # Wheels in ./.whl (e.g. adasplash, for the side-by-side rows) are installed first. Set ENTFLASH_COMMIT to the
 # working tree's commit: the device copy's git metadata may be stale. TCACHE_SAVE=1 returns Triton's cache as
 # $OUT/tcache.tgz; a carried ./.tcache.tgz starts the next call warm.
 set -o pipefail
-case "${1:-}" in -h|--help) sed -n '2,18p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n "2,20p" "$0"; exit 0 ;; esac
 steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -56,6 +58,12 @@ for step in $steps; do
         { echo "\$ compute-sanitizer --tool $tool python3 benchmarks/sanitize.py"; compute-sanitizer --version | tail -1;
           PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool $tool python3 benchmarks/sanitize.py; echo "exit $?"; } 2>&1 | tee "$OUT/sanitize_$tool.txt"
       done ;;
+    examples)
+      RESULTS=/tmp/examples_results bash examples/run_full.sh ${EXAMPLES:-}
+      tar -czf "$OUT/examples.tgz" -C /tmp/examples_results --exclude '*.pt' . ;;
+    trained)
+      timeout ${TRAINED_TIMEOUT:-400} python3 -m entflash.bench.trained --out /tmp/trained_lm 2>&1 | tee "$OUT/trained.txt"
+      tar -czf "$OUT/trained_lm.tgz" -C /tmp trained_lm ;;
     *) echo "unknown step $step (see bash benchmarks/gpu_run.sh --help)" ;;
   esac
 done

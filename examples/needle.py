@@ -4,6 +4,9 @@ then answers the same lookup in haystacks up to 64× longer; softmax, entmax α 
     python examples/needle.py --quick                       # CPU, about two minutes
     python examples/needle.py --out examples/results/needle # one GPU: trained at 1024, evaluated at 1k..64k
 
+Training resumes from each variant's last checkpoint in --out; the variants can train in separate processes
+(`--variants softmax`, ...) and `--variants` with no names gathers results.json (examples/parts.py).
+
 A sequence is a run of (key, value) pairs, then a query marker and one of the keys; the model must output that
 key's value. Keys are three tokens (262,144 distinct keys, so they do not repeat even at 64k tokens), values one
 of 64 tokens; only the answer is scored. The decoder uses rotary position embeddings (RoPE), whose relative
@@ -14,7 +17,6 @@ beyond the training length where softmax degrades: this example measures whether
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +24,9 @@ import time
 import torch
 
 import entflash.integrations.transformers as eft
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parts import load_parts, save_part, write_results  # noqa: E402
 
 PAD, QUERY = 0, 1
 KEY0, KEYS = 2, 64  # key tokens 2..65 (three per key)
@@ -108,6 +113,26 @@ def accuracy(model, length, n, batch, device):
     return right / n
 
 
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for v in VARIANTS:
+        pts = sorted((int(n), a) for n, a in results["accuracy"][v].items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
+    length = results["config"]["length"]
+    ax.axvline(length, color="k", lw=0.8, ls=":")
+    ax.set(xscale="log", xlabel="haystack length (tokens)", ylabel="lookup accuracy", ylim=(0, 1.02),
+           title=f"trained at {length} tokens")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--eval-lengths", type=int, nargs="+", default=None)
     ap.add_argument("--eval-n", type=int, default=None, help="queries per evaluation length")
+    ap.add_argument("--variants", nargs="*", choices=VARIANTS, default=VARIANTS,
+                    help="the variants to train and evaluate (default all; none: only gather results.json)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--alpha-lr", type=float, default=1e-2)
     ap.add_argument("--log-every", type=int, default=100)
@@ -136,41 +163,24 @@ def main(argv=None) -> int:
         args.steps, args.length, args.batch = args.steps or 4000, args.length or 1024, args.batch or 32
         evals, n_eval = args.eval_lengths or [1024, 4096, 16384, 65536], args.eval_n or 64
     os.makedirs(args.out, exist_ok=True)
-    results = {"config": {**cfg_kw, "steps": args.steps, "length": args.length, "batch": args.batch,
-                          "positions": "RoPE", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"},
-               "accuracy": {}, "alpha": {}}
-    for v in VARIANTS:
+    for v in args.variants:
         model = train(v, args, cfg_kw, device)
-        results["accuracy"][v] = {}
+        part = {"accuracy": {}}
         for n in evals:
-            results["accuracy"][v][str(n)] = accuracy(model, n, n_eval, max(1, 4096 // n) if n > 1024 else 8, device)
-            print(f"{v}: accuracy at {n} tokens {results['accuracy'][v][str(n)]:.2f}", flush=True)
+            part["accuracy"][str(n)] = accuracy(model, n, n_eval, max(1, 4096 // n) if n > 1024 else 8, device)
+            print(f"{v}: accuracy at {n} tokens {part['accuracy'][str(n)]:.2f}", flush=True)
         if v != "softmax":
-            results["alpha"][v] = eft.learned_alpha(model)
+            part["alpha"] = eft.learned_alpha(model)
+        save_part(args.out, v, part)
         del model
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"results: {os.path.join(args.out, 'results.json')}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for v in VARIANTS:
-            pts = sorted((int(n), a) for n, a in results["accuracy"][v].items())
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
-        ax.axvline(args.length, color="k", lw=0.8, ls=":")
-        ax.set(xscale="log", xlabel="haystack length (tokens)", ylabel="lookup accuracy", ylim=(0, 1.02),
-               title=f"trained at {args.length} tokens")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "results.png"), dpi=120)
-        plt.close(fig)
-        print(f"plot: {os.path.join(args.out, 'results.png')}")
-    except ImportError:
-        print("(no plot: plotting needs matplotlib: pip install 'entflash[plot]')")
+    parts = load_parts(args.out, VARIANTS)
+    results = {"config": {**cfg_kw, "steps": args.steps, "length": args.length, "batch": args.batch,
+                          "positions": "RoPE", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                          "torch": torch.__version__},
+               "variants": list(parts),
+               "accuracy": {v: p["accuracy"] for v, p in parts.items()},
+               "alpha": {v: p["alpha"] for v, p in parts.items() if "alpha" in p}}
+    write_results(args.out, results, VARIANTS, plot)
     return 0
 
 

@@ -5,6 +5,10 @@ identifiers (every byte of a whole identifier hidden at once) in files never see
     python examples/train_encoder.py --quick                        # CPU, about a minute
     python examples/train_encoder.py --out examples/results/encoder # one GPU
 
+Training resumes from each variant's last checkpoint in --out; the variants can train in separate processes
+(`--variants softmax`, `--variants entmax15`) and `--variants` with no names gathers results.json
+(examples/parts.py).
+
 Bytes are tokens (vocabulary 256 + a mask token); the split by file is train_lm.py's. Training masks 15% of the
 bytes as BERT does; the evaluation masks identifiers (runs of letters, digits and underscores that start with a
 letter or underscore, 3 to 20 bytes) and scores the bytes of each masked identifier (accuracy per byte and per
@@ -14,7 +18,6 @@ whole identifier). Also reported: the SparsityMonitor's sparsity per layer of th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -25,6 +28,7 @@ import torch
 import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parts import load_parts, save_part, write_results  # noqa: E402
 from train_lm import stdlib_bytes  # noqa: E402
 
 MASK = 256
@@ -83,6 +87,25 @@ def evaluate(model, windows, device):
             "identifiers": idents}
 
 
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    names = list(results["eval"])
+    axes[0].bar(names, [results["eval"][v]["identifier_accuracy"] for v in names])
+    axes[0].set(ylabel="whole identifiers recovered", ylim=(0, 1), title="held-out masked identifiers")
+    sp = results["sparsity"]["entmax15"]
+    axes[1].bar(range(len(sp)), [sum(r["zero_fraction"]) / len(r["zero_fraction"]) for r in sp])
+    axes[1].set(xlabel="layer", ylabel="exactly-zero weights", ylim=(0, 1), title="entmax 1.5 sparsity",
+                xticks=range(len(sp)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,8 +114,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--length", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--variants", nargs="*", choices=VARIANTS, default=VARIANTS,
+                    help="the variants to train and evaluate (default both; none: only gather results.json)")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--ckpt-every", type=int, default=500)
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.quick else "cpu"
     if args.quick:
@@ -110,15 +136,21 @@ def main(argv=None) -> int:
         n_eval = 128
     os.makedirs(args.out, exist_ok=True)
     windows = identifier_windows(val_data, args.length, n_eval)
-    results = {"config": {**cfg_kw, "steps": args.steps, "length": args.length, "batch": args.batch,
-                          "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"},
-               "eval": {}, "sparsity": {}}
-    for v in VARIANTS:
+    for v in args.variants:
         model = build(v, cfg_kw, device)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
         g = torch.Generator().manual_seed(1)
+        ckpt, step0 = os.path.join(args.out, f"{v}.pt"), 0
+        if os.path.exists(ckpt):
+            state = torch.load(ckpt, map_location=device)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            step0 = state["step"]
+            print(f"{v}: resumed at step {step0}", flush=True)
+        for _ in range(step0):  # the same batches as an uninterrupted run
+            mlm_batch(train_data, args.batch, args.length, g)
         t0 = time.time()
-        for step in range(args.steps):
+        for step in range(step0, args.steps):
             inputs, labels = mlm_batch(train_data, args.batch, args.length, g)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
                 loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss
@@ -127,40 +159,28 @@ def main(argv=None) -> int:
             opt.step()
             if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
                 print(f"{v}: step {step + 1}/{args.steps} loss {loss.item():.3f} "
-                      f"({(step + 1) / (time.time() - t0):.1f} steps/s)", flush=True)
-        results["eval"][v] = evaluate(model, windows, device)
+                      f"({(step + 1 - step0) / (time.time() - t0):.1f} steps/s)", flush=True)
+            if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+        part = {"eval": evaluate(model, windows, device)}
         if v != "softmax":
             with eft.SparsityMonitor(model) as mon, torch.no_grad():
                 for inputs, _, _ in windows:
                     model(input_ids=inputs[None].to(device))
-            results["sparsity"][v] = mon.summary()
-        e = results["eval"][v]
+            part["sparsity"] = mon.summary()
+        e = part["eval"]
         print(f"{v}: masked identifiers, byte accuracy {e['byte_accuracy']:.3f}, whole identifiers "
               f"{e['identifier_accuracy']:.3f} ({e['identifiers']})", flush=True)
+        save_part(args.out, v, part)
         del model
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"results: {os.path.join(args.out, 'results.json')}")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        names = list(results["eval"])
-        axes[0].bar(names, [results["eval"][v]["identifier_accuracy"] for v in names])
-        axes[0].set(ylabel="whole identifiers recovered", ylim=(0, 1), title="held-out masked identifiers")
-        sp = results["sparsity"]["entmax15"]
-        axes[1].bar(range(len(sp)), [sum(r["zero_fraction"]) / len(r["zero_fraction"]) for r in sp])
-        axes[1].set(xlabel="layer", ylabel="exactly-zero weights", ylim=(0, 1), title="entmax 1.5 sparsity",
-                    xticks=range(len(sp)))
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "results.png"), dpi=120)
-        plt.close(fig)
-        print(f"plot: {os.path.join(args.out, 'results.png')}")
-    except ImportError:
-        print("(no plot: plotting needs matplotlib: pip install 'entflash[plot]')")
+    parts = load_parts(args.out, VARIANTS)
+    results = {"config": {**cfg_kw, "steps": args.steps, "length": args.length, "batch": args.batch,
+                          "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                          "torch": torch.__version__},
+               "variants": list(parts),
+               "eval": {v: p["eval"] for v, p in parts.items()},
+               "sparsity": {v: p["sparsity"] for v, p in parts.items() if "sparsity" in p}}
+    write_results(args.out, results, VARIANTS, plot)
     return 0
 
 

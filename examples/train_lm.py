@@ -6,6 +6,10 @@ contexts, entmax against softmax in the same run.
     python examples/train_lm.py --quick               # CPU, about two minutes: the pipeline end to end
     python examples/train_lm.py --out examples/results/train_lm   # one GPU (the full mode)
 
+The variants can also train side by side (`--variants softmax --speed-lengths` in one process, `--variants
+entmax15 --speed-lengths` in another, ...; examples/parts.py), then `--variants` with no names gathers them and
+`--variants --speed-lengths 8192 16384` measures the step times alone on the GPU.
+
 Data: every .py file of this Python's standard library, bytes as tokens (vocabulary 256, no tokenizer to
 download); a fixed held-out split by file (a file is held out when the CRC32 of its path is 0 mod 20). Model: a
 Llama-style decoder with rotary position embeddings (RoPE): positions enter only as relative rotations, so the
@@ -16,7 +20,6 @@ positions would not exist there. Training resumes from the last checkpoint of ea
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -25,6 +28,9 @@ import time
 import torch
 
 import entflash.integrations.transformers as eft  # registers attn_implementation="entmax"
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parts import load_parts, save_part, write_results  # noqa: E402
 
 VARIANTS = ("softmax", "entmax15", "learned")
 
@@ -169,8 +175,10 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha-lr", type=float, default=1e-2)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--ckpt-every", type=int, default=500)
+    ap.add_argument("--variants", nargs="*", choices=VARIANTS, default=VARIANTS,
+                    help="the variants to train and evaluate (default all; none: only gather results.json)")
     ap.add_argument("--speed-lengths", type=int, nargs="*", default=None, help="lengths of the step-time comparison "
-                    "(GPU only; default 8192 16384)")
+                    "(GPU only; default 8192 16384; none to skip)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.quick else "cpu"
     if args.quick:
@@ -188,42 +196,42 @@ def main(argv=None) -> int:
         n_val = 16
     os.makedirs(args.out, exist_ok=True)
     print(f"train_lm: {len(train_data)/1e6:.1f} MB train, {len(val_data)/1e6:.1f} MB validation; {device}; "
-          f"{args.steps} steps of {args.batch} x {args.length} bytes", flush=True)
-    results = {"config": {**cfg_kw, "steps": args.steps, "length": args.length, "batch": args.batch,
-                          "positions": "RoPE", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                          "torch": torch.__version__},
-               "val_loss": {}, "sparsity": {}, "alpha": {}}
+          f"{args.steps} steps of {args.batch} x {args.length} bytes; variants {list(args.variants)}", flush=True)
     lengths = [args.length * f for f in (1, 4, 16)]
-    for v in VARIANTS:
+    for v in args.variants:
         model = train(v, args, cfg_kw, train_data, device, args.out)
-        results["val_loss"][v] = {str(n): val_loss(model, val_data, n, max(1, n_val // (n // args.length)), device)
-                                  for n in lengths}
+        part = {"val_loss": {str(n): val_loss(model, val_data, n, max(1, n_val // (n // args.length)), device)
+                             for n in lengths}}
         if v != "softmax":
             with eft.SparsityMonitor(model) as mon, torch.no_grad():
                 model.eval()
                 for s in torch.linspace(0, len(val_data) - args.length - 1, n_val).long().tolist():
                     model(input_ids=val_data[s:s + args.length].long()[None].to(device))
-            results["sparsity"][v] = mon.summary()
-            results["alpha"][v] = eft.learned_alpha(model)
-        print(f"{v}: validation loss " + ", ".join(f"{n}: {x:.3f}" for n, x in results["val_loss"][v].items()),
-              flush=True)
+            part["sparsity"] = mon.summary()
+            part["alpha"] = eft.learned_alpha(model)
+        print(f"{v}: validation loss " + ", ".join(f"{n}: {x:.3f}" for n, x in part["val_loss"].items()), flush=True)
+        save_part(args.out, v, part)
         del model
-    if device == "cuda":
-        speed = {}
-        for n in args.speed_lengths if args.speed_lengths is not None else (8192, 16384):
+    speed_lengths = args.speed_lengths if args.speed_lengths is not None else (8192, 16384)
+    if device == "cuda" and speed_lengths:
+        speed = {"device": torch.cuda.get_device_name()}
+        for n in speed_lengths:
             t_soft, t_ent = step_time("softmax", cfg_kw, n, device), step_time("entmax15", cfg_kw, n, device)
             speed[str(n)] = {"softmax_ms": t_soft, "entmax15_ms": t_ent, "ratio": t_ent / t_soft}
             print(f"training step at {n} tokens: softmax {t_soft:.1f} ms, entmax {t_ent:.1f} ms "
                   f"({t_ent / t_soft:.2f}x)", flush=True)
-        results["step_time"] = speed
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"results: {os.path.join(args.out, 'results.json')}")
-    try:
-        plot(results, os.path.join(args.out, "results.png"))
-        print(f"plot: {os.path.join(args.out, 'results.png')}")
-    except ImportError:
-        print("(no plot: plotting needs matplotlib: pip install 'entflash[plot]')")
+        save_part(args.out, "step_time", speed)
+    parts = load_parts(args.out, VARIANTS + ("step_time",))
+    results = {"config": {**cfg_kw, "steps": args.steps, "length": args.length, "batch": args.batch,
+                          "positions": "RoPE", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                          "torch": torch.__version__},
+               "variants": [v for v in VARIANTS if v in parts],
+               "val_loss": {v: parts[v]["val_loss"] for v in VARIANTS if v in parts},
+               "sparsity": {v: parts[v]["sparsity"] for v in VARIANTS if v in parts and "sparsity" in parts[v]},
+               "alpha": {v: parts[v]["alpha"] for v in VARIANTS if v in parts and "alpha" in parts[v]}}
+    if "step_time" in parts:
+        results["step_time"] = parts["step_time"]
+    write_results(args.out, results, VARIANTS, plot)
     return 0
 
 

@@ -1,0 +1,49 @@
+"""Per-variant result files for the examples that train several variants.
+
+Each variant writes `<out>/<variant>.json` when it has trained and been evaluated, so the variants can train in
+separate processes (`--variants softmax`, `--variants entmax15`, ... on one GPU side by side or on several GPUs)
+with the same seeds and tokens as one sequential run; any later call gathers the files present into
+results.json. `--variants` with no names trains nothing and only gathers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def save_part(out: str, name: str, obj) -> None:
+    tmp = os.path.join(out, f".{name}.json.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, os.path.join(out, f"{name}.json"))  # whole or absent, also when a run stops mid-write
+
+
+def load_parts(out: str, names) -> dict:
+    """{name: obj} of the parts present in `out`."""
+    parts = {}
+    for n in names:
+        path = os.path.join(out, f"{n}.json")
+        if os.path.exists(path):
+            with open(path) as fh:
+                parts[n] = json.load(fh)
+    return parts
+
+
+def write_results(out: str, results: dict, variants, plot) -> bool:
+    """Write results.json; draw the plot when every variant is present. True when complete."""
+    path = os.path.join(out, "results.json")
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=1)
+    print(f"results: {path}")
+    missing = [v for v in variants if v not in results["variants"]]
+    if missing:
+        print(f"(no plot yet: the variants {missing} have not finished; run them with --variants, then gather with "
+              f"--variants and no names)")
+        return False
+    try:
+        plot(results, os.path.join(out, "results.png"))
+        print(f"plot: {os.path.join(out, 'results.png')}")
+    except ImportError:
+        print("(no plot: plotting needs matplotlib: pip install 'entflash[plot]')")
+    return True
