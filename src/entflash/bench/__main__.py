@@ -237,6 +237,8 @@ def main(argv=None) -> int:
                          "sequences, inference forward, decoding, chunked prefill and trained attention (bench/paths.py)")
     ap.add_argument("--skip-trained", action="store_true",
                     help="paths suite without the trained-attention cases (they train a model on first use)")
+    ap.add_argument("--cases", nargs="+", default=None, metavar="TEXT",
+                    help="paths suite: only the cases whose name contains one of these (e.g. decode 'short N512')")
     ap.add_argument("--window-row", action="store_true",
                     help="entflash with a (4096, 0) window against the full causal call at D64 N65536 (clustered and "
                          "random), then the ratio")
@@ -304,7 +306,13 @@ def main(argv=None) -> int:
 
             bandwidth = copy_bandwidth()
             print(f"copy bandwidth: {bandwidth / 1e9:.2f} TB/s (read + write)", flush=True)
-            for case in path_cases(skip_trained=args.skip_trained):
+            cases = path_cases(skip_trained=args.skip_trained)
+            if args.cases:
+                cases = [c for c in cases if any(t in c.name for t in args.cases)]
+                if not cases:
+                    names = sorted({c.name for c in path_cases()})
+                    ap.error(f"--cases {args.cases} matches no case of the paths suite; its cases: {names}")
+            for case in cases:
                 for method in ("entflash",) + case.compare:
                     r = run_path_case(case, method, rep=args.rep, bandwidth=bandwidth)
                     emit(r)
