@@ -13,11 +13,20 @@ exactly once and V only where a weight is nonzero:
    block_n-key chunk's maximum per row. The scores are 4 bytes per row and key
    against 2·D bytes of K per key, so at G·Nq ≤ 16 rows and D ≥ 64 this
    scratch is at most half the cache's size.
-2. `decode_output_kernel`, one program per query row: the row maximum m from
+2. `decode_tau_kernel`, one program per query row: the row maximum m from
    the chunk maxima; τ from below, starting at (α-1)·m - 1 (a lower bound: the
    maximum alone contributes 1), visiting only chunks whose maximum lies above
-   the current τ (on sparse rows a few chunks of the whole cache); then the
-   output Σ p_j v_j over those chunks, loading a V row only where p_j > 0.
+   the current τ (on sparse rows a few chunks of the whole cache).
+3. `decode_apply_kernel`, shaped like kernel 1: per (key span, batch · KV
+   head), the weights p of all the group's rows for one key tile at a time
+   (tiles where no row's chunk maximum lies above its τ are skipped), one tile
+   of V loaded only for keys that some row weights, and p·V as one matrix
+   product; the span's partial Σ p v, Σ p and support size per row. A row's
+   support on dense inputs spans the whole cache, and an output loop per row
+   over its chunks waited on one dependent load after another
+   (docs/performance.md).
+4. `decode_finish_kernel`, one program per query row: the spans added, the
+   output normalised by the sum of its weights.
 
 τ, with z = (α-1)·x, y = z - τ and f(τ) = Σ y_+^(1/(α-1)) - 1 (convex and
 decreasing in τ for α ≤ 2): Newton's method from below never overshoots and
@@ -27,8 +36,7 @@ quadratic Σ_S (y - t)² = 1 on the current support S and accepts its root when
 it lies below every member's y (the support is then the same at the root, so
 the root is exact up to float32 rounding of the sums). Other α stop when the
 Newton step is below 2e-7 of max(1, |τ|) and take that last step. α = 1 rows
-(of a per-head tensor) are softmax: τ = m + log Σ exp(x - m). The output is
-normalised by the sum of its weights.
+(of a per-head tensor) are softmax: τ = m + log Σ exp(x - m).
 """
 
 import triton
