@@ -10,7 +10,8 @@ its path is 0 mod 20) at context 4096. The bench trains it on first use and cach
 Inputs of layer l at length N: the model runs on N held-out bytes and its attention function records the queries
 and keys after the rotary embedding, and the values; the 4 heads are tiled to the requested head count and the
 batch repeats the passage, so a row of the bench sees the attention that layer learned (sparse per element,
-scattered across tiles), not a synthetic pattern.
+scattered across tiles), not a synthetic pattern. The model the committed baselines used is in the repository
+(benchmarks/trained_lm, bfloat16 weights); cache_dir() says which model a run reads.
 """
 
 from __future__ import annotations
@@ -32,8 +33,27 @@ TRAIN = dict(context=4096, batch=8, steps=6000, lr=1e-3, alpha=1.5)
 HEAD_DIM = CONFIG["hidden_size"] // CONFIG["num_attention_heads"]
 
 
+# the model the committed baselines were measured on (bfloat16 weights), in a checkout of the repository
+COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, os.pardir, "benchmarks",
+                         "trained_lm")
+
+
+def train_dir() -> str:
+    """Where a newly trained model goes: $ENTFLASH_CACHE, else ~/.cache/entflash/trained_lm (never the committed
+    model's folder)."""
+    return os.environ.get("ENTFLASH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "entflash", "trained_lm")
+
+
 def cache_dir() -> str:
-    return os.environ.get("ENTFLASH_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "entflash", "trained_lm"))
+    """Where the model is read from and trained into: $ENTFLASH_CACHE when set; else ~/.cache/entflash/trained_lm
+    when it holds a model; else the repository's committed model (benchmarks/trained_lm) when this is a checkout;
+    else ~/.cache/entflash/trained_lm (trained there on first use)."""
+    home = train_dir()
+    if home == os.environ.get("ENTFLASH_CACHE"):
+        return home
+    if not os.path.exists(os.path.join(home, "config.json")) and os.path.exists(os.path.join(COMMITTED, "config.json")):
+        return os.path.normpath(COMMITTED)
+    return home
 
 
 def corpus() -> Tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +83,7 @@ def _new_model(device, config=None):
 
 def train(device: str = "cuda", steps: Optional[int] = None, context: Optional[int] = None, config=None,
           out: Optional[str] = None, log=print):
-    """Train the model and save it (transformers' save_pretrained) to `out` (default: cache_dir())."""
+    """Train the model and save it (transformers' save_pretrained) to `out` (default: train_dir())."""
     steps, context = steps or TRAIN["steps"], context or TRAIN["context"]
     data, val = corpus()
     model = _new_model(device, config)
@@ -84,7 +104,7 @@ def train(device: str = "cuda", steps: Optional[int] = None, context: Optional[i
         opt.step()
         if (step + 1) % 500 == 0 or step + 1 == steps:
             log(f"trained model: step {step + 1}/{steps}, loss {loss.item():.3f}, {time.time() - t0:.0f} s")
-    out = out or cache_dir()
+    out = out or train_dir()
     model.save_pretrained(out)
     return model
 
@@ -154,7 +174,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="report the cached model's validation loss")
-    ap.add_argument("--out", default=None, help=f"where to save (default {cache_dir()})")
+    ap.add_argument("--out", default=None, help=f"where to save (default {train_dir()})")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.check:
