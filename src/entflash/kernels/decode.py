@@ -48,18 +48,11 @@ NEG_INF = tl.constexpr(float("-inf"))
 
 
 @triton.jit
-def decode_scores_kernel(
-    Q, K, X, CMAX, KPM, CU_Q, CU_K,
-    sqb, sqh, sqn, skb, skh, skn, skpm,
-    H, NQ, NK, NKP, NCH, G, scale, wl, wr,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPAN_TILES: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, WINDOW: tl.constexpr,
-    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
-):
-    """Scores of one KV head's query rows against one span of SPAN_TILES · BLOCK_N keys (module docstring).
-
-    Row r of the tile is query head hk·G + r // NQ, token r % NQ; its scratch row is ((b·H + h)·NQ + i), NKP
-    scores long, with NCH chunk maxima. NaN or +inf among a chunk's visible scores makes its maximum NaN."""
+def _span_program(H, NQ, NK, G, CU_Q, CU_K, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, SPAN_TILES: tl.constexpr,
+                  IS_VARLEN: tl.constexpr):
+    """What a (key span, batch · KV head) program covers: (b, KV head, first query row, query length, first key
+    row, key length, first key of the span) and, per row r of its tile, the token i = r % NQ, the query head
+    h = hk·G + r // NQ, the scratch row ((b·H + h)·NQ + i) and whether the row exists."""
     pid_s = tl.program_id(0)
     bh = tl.program_id(1)
     Hkv = H // G
@@ -72,6 +65,25 @@ def decode_scores_kernel(
     i = r % NQ
     rows_ok = (g < G) & (i < nq)
     h = hk * G + g
+    srow = ((b * H + h) * NQ + i).to(tl.int64)
+    return b, hk, q0, nq, k0, nk, start, i, h, srow, rows_ok
+
+
+@triton.jit
+def decode_scores_kernel(
+    Q, K, X, CMAX, KPM, CU_Q, CU_K,
+    sqb, sqh, sqn, skb, skh, skn, skpm,
+    H, NQ, NK, NKP, NCH, G, scale, wl, wr,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPAN_TILES: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, WINDOW: tl.constexpr,
+    IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):
+    """Scores of one KV head's query rows against one span of SPAN_TILES · BLOCK_N keys (module docstring).
+
+    Row r of the tile is query head hk·G + r // NQ, token r % NQ; its scratch row is ((b·H + h)·NQ + i), NKP
+    scores long, with NCH chunk maxima. NaN or +inf among a chunk's visible scores makes its maximum NaN."""
+    b, hk, q0, nq, k0, nk, start, i, h, srow, rows_ok = _span_program(H, NQ, NK, G, CU_Q, CU_K, BLOCK_R, BLOCK_N,
+                                                                      SPAN_TILES, IS_VARLEN)
     offs_d = tl.arange(0, BLOCK_D)
     q_ptr = Q + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + (q0 + i).to(tl.int64)[:, None] * sqn \
         + offs_d[None, :]
@@ -86,7 +98,6 @@ def decode_scores_kernel(
         lo = tl.maximum(lo, diag - wl)
         hi = tl.minimum(hi, diag + wr)
     hi = tl.where(rows_ok, hi, -1)
-    srow = ((b * H + h) * NQ + i).to(tl.int64)
     k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + k0.to(tl.int64) * skn
     n_tiles = tl.minimum(SPAN_TILES, tl.cdiv(nk - start, BLOCK_N))
     for t in range(0, n_tiles):
@@ -242,19 +253,8 @@ def decode_apply_kernel(
     decode_scores_kernel: p = y_+^(1/(α-1)) (softmax rows: exp(x - τ)) from the scores and τ, one tile of V per
     key tile, loaded only for keys some row weights and skipped when no row's chunk maximum lies above its τ.
     Writes this span's partial Σ p v, Σ p and support size per row (decode_finish_kernel adds the spans)."""
-    pid_s = tl.program_id(0)
-    bh = tl.program_id(1)
-    Hkv = H // G
-    b = bh // Hkv
-    hk = bh % Hkv
-    q0, nq, k0, nk = seq_bounds(b, CU_Q, CU_K, NQ, NK, IS_VARLEN)
-    start = pid_s * (SPAN_TILES * BLOCK_N)
-    r = tl.arange(0, BLOCK_R)
-    g = r // NQ
-    i = r % NQ
-    rows_ok = (g < G) & (i < nq)
-    h = hk * G + g
-    srow = ((b * H + h) * NQ + i).to(tl.int64)
+    b, hk, q0, nq, k0, nk, start, i, h, srow, rows_ok = _span_program(H, NQ, NK, G, CU_Q, CU_K, BLOCK_R, BLOCK_N,
+                                                                      SPAN_TILES, IS_VARLEN)
     if ALPHA_T:
         a = tl.load(ALPHA + h, mask=rows_ok, other=1.5) - 1.0
     else:
@@ -299,7 +299,7 @@ def decode_apply_kernel(
                          mask=used[:, None] & (offs_d[None, :] < D), other=0.0)
             acc += tl.dot(p.to(vt.dtype), vt, input_precision=PREC)
             psum += tl.sum(p, 1)
-    part = pid_s * ROWS + srow
+    part = tl.program_id(0) * ROWS + srow
     tl.store(ACC + part[:, None] * BLOCK_D + offs_d[None, :], acc, mask=rows_ok[:, None])
     tl.store(PSUM + part, psum, mask=rows_ok)
     tl.store(PSUPP + part, supp, mask=rows_ok)
