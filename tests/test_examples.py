@@ -26,20 +26,24 @@ def test_hf_entmax_example(tmp_path):
 
 def test_train_lm_quick(tmp_path):
     """--quick trains the three variants on the standard library's source and writes results.json and the plot;
-    a second run resumes from the checkpoints instead of training again."""
+    a variant trained alone (--variants) writes its part, and a later run resumes it from its checkpoint instead
+    of training again, trains the others and gathers all three."""
     pytest.importorskip("transformers")
-    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_lm.py"), "--quick", "--steps", "20", "--out",
-           str(tmp_path)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-2000:]
     import json
 
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_lm.py"), "--quick", "--steps", "20", "--out",
+           str(tmp_path)]
+    first = subprocess.run(cmd + ["--variants", "softmax"], capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    part = json.loads((tmp_path / "results.json").read_text())
+    assert part["variants"] == ["softmax"] and not (tmp_path / "results.png").exists()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "softmax: resumed at step 20" in res.stdout
     out = json.loads((tmp_path / "results.json").read_text())
     assert set(out["val_loss"]) == {"softmax", "entmax15", "learned"}
     assert all(len(v) == 3 for v in out["val_loss"].values())
     assert len(out["alpha"]["learned"]) == 2 and len(out["sparsity"]["entmax15"]) == 2
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and "resumed at step 20" in again.stdout
     try:
         import matplotlib  # noqa: F401
     except ImportError:
