@@ -10,8 +10,8 @@ its path is 0 mod 20) at context 4096. The bench trains it on first use and cach
 Inputs of layer l at length N: the model runs on N held-out bytes and its attention function records the queries
 and keys after the rotary embedding, and the values; the 4 heads are tiled to the requested head count and the
 batch repeats the passage, so a row of the bench sees the attention that layer learned (sparse per element,
-scattered across tiles), not a synthetic pattern. The model the committed baselines used is in the repository
-(benchmarks/trained_lm, bfloat16 weights); cache_dir() says which model a run reads.
+scattered across tiles), not a synthetic pattern. A model saved in a checkout at benchmarks/trained_lm (e.g. the
+one a baseline was measured on) is read when no cached one exists; cache_dir() says which model a run reads.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ TRAIN = dict(context=4096, batch=8, steps=6000, lr=1e-3, alpha=1.5)
 HEAD_DIM = CONFIG["hidden_size"] // CONFIG["num_attention_heads"]
 
 
-# the model the committed baselines were measured on (bfloat16 weights), in a checkout of the repository
+# a model kept with the repository's baselines (read in a checkout when no cached model exists)
 COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, os.pardir, "benchmarks",
                          "trained_lm")
 
