@@ -3,7 +3,8 @@
 Each variant writes `<out>/<variant>.json` when it has trained and been evaluated, so the variants can train in
 separate processes (`--variants softmax`, `--variants entmax15`, ... on one GPU side by side or on several GPUs)
 with the same seeds and tokens as one sequential run; any later call gathers the files present into
-results.json. `--variants` with no names trains nothing and only gathers.
+results.json. `--variants` with no names trains nothing and only gathers. The parts and checkpoints in one
+--out belong to one configuration (model, length, batch): run other settings with another --out.
 """
 
 from __future__ import annotations
