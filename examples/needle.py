@@ -26,7 +26,7 @@ import torch
 import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import load_parts, save_part, write_results  # noqa: E402
+from parts import checkpoint, load_parts, resume, save_part, write_results  # noqa: E402
 
 PAD, QUERY = 0, 1
 KEY0, KEYS = 2, 64  # key tokens 2..65 (three per key)
@@ -65,14 +65,7 @@ def train(variant, args, cfg_kw, device):
     model, alphas = build(variant, cfg_kw, device)
     others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
     opt = torch.optim.AdamW([{"params": others, "lr": args.lr}, {"params": alphas, "lr": args.alpha_lr}])
-    ckpt = os.path.join(args.out, f"{variant}.pt")
-    step0 = 0
-    if os.path.exists(ckpt):
-        state = torch.load(ckpt, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step0 = state["step"]
-        print(f"{variant}: resumed at step {step0}", flush=True)
+    step0 = resume(args.out, variant, model, opt, device)
     g = torch.Generator().manual_seed(1)
     for _ in range(step0):
         make_batch(args.batch, args.length, g)
@@ -93,7 +86,7 @@ def train(variant, args, cfg_kw, device):
             print(f"{variant}: step {step + 1}/{args.steps} loss {loss.item():.3f} acc {acc:.2f} "
                   f"({rate:.1f} steps/s)", flush=True)
         if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+            checkpoint(args.out, variant, model, opt, step + 1)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Per-variant result files for the examples that train several variants.
+"""Per-variant result files and checkpoints for the examples that train several variants.
 
 Each variant writes `<out>/<variant>.json` when it has trained and been evaluated, so the variants can train in
 separate processes (`--variants softmax`, `--variants entmax15`, ... on one GPU side by side or on several GPUs)
@@ -11,6 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+
+import torch
+
+
+def resume(out: str, name: str, model, opt, device) -> int:
+    """Load `<out>/<name>.pt` into the model and optimizer when it exists; the step to continue from (0 if not)."""
+    path = os.path.join(out, f"{name}.pt")
+    if not os.path.exists(path):
+        return 0
+    state = torch.load(path, map_location=device)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    print(f"{name}: resumed at step {state['step']}", flush=True)
+    return state["step"]
+
+
+def checkpoint(out: str, name: str, model, opt, step: int) -> None:
+    """Save what resume() loads: model, optimizer and the number of steps done."""
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, os.path.join(out, f"{name}.pt"))
 
 
 def save_part(out: str, name: str, obj) -> None:

@@ -28,7 +28,7 @@ import torch
 import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import load_parts, save_part, write_results  # noqa: E402
+from parts import checkpoint, load_parts, resume, save_part, write_results  # noqa: E402
 from train_lm import stdlib_bytes  # noqa: E402
 
 MASK = 256
@@ -140,13 +140,7 @@ def main(argv=None) -> int:
         model = build(v, cfg_kw, device)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
         g = torch.Generator().manual_seed(1)
-        ckpt, step0 = os.path.join(args.out, f"{v}.pt"), 0
-        if os.path.exists(ckpt):
-            state = torch.load(ckpt, map_location=device)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            step0 = state["step"]
-            print(f"{v}: resumed at step {step0}", flush=True)
+        step0 = resume(args.out, v, model, opt, device)
         for _ in range(step0):  # the same batches as an uninterrupted run
             mlm_batch(train_data, args.batch, args.length, g)
         t0 = time.time()
@@ -161,7 +155,7 @@ def main(argv=None) -> int:
                 print(f"{v}: step {step + 1}/{args.steps} loss {loss.item():.3f} "
                       f"({(step + 1 - step0) / (time.time() - t0):.1f} steps/s)", flush=True)
             if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+                checkpoint(args.out, v, model, opt, step + 1)
         part = {"eval": evaluate(model, windows, device)}
         if v != "softmax":
             with eft.SparsityMonitor(model) as mon, torch.no_grad():

@@ -30,7 +30,7 @@ import torch
 import entflash.integrations.transformers as eft  # registers attn_implementation="entmax"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import load_parts, save_part, write_results  # noqa: E402
+from parts import checkpoint, load_parts, resume, save_part, write_results  # noqa: E402
 
 VARIANTS = ("softmax", "entmax15", "learned")
 
@@ -82,14 +82,7 @@ def train(variant, args, cfg_kw, train_data, device, out_dir):
     others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
     opt = torch.optim.AdamW([{"params": others, "lr": args.lr}, {"params": alphas, "lr": args.alpha_lr}],
                             weight_decay=0.1)
-    ckpt = os.path.join(out_dir, f"{variant}.pt")
-    step0 = 0
-    if os.path.exists(ckpt):
-        state = torch.load(ckpt, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step0 = state["step"]
-        print(f"{variant}: resumed at step {step0}", flush=True)
+    step0 = resume(out_dir, variant, model, opt, device)
     data = batches(train_data, args.batch, args.length, seed=1)
     for _ in range(step0):  # the same batches as an uninterrupted run
         next(data)
@@ -111,7 +104,7 @@ def train(variant, args, cfg_kw, train_data, device, out_dir):
             rate = (step + 1 - step0) / max(time.time() - t0, 1e-9)
             print(f"{variant}: step {step + 1}/{args.steps} loss {loss.item():.3f} ({rate:.1f} steps/s)", flush=True)
         if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+            checkpoint(out_dir, variant, model, opt, step + 1)
     return model
 
 
@@ -222,13 +215,14 @@ def main(argv=None) -> int:
                   f"({t_ent / t_soft:.2f}x)", flush=True)
         save_part(args.out, "step_time", speed)
     parts = load_parts(args.out, VARIANTS + ("step_time",))
+    runs = {v: p for v, p in parts.items() if v in VARIANTS}
     results = {"config": {**cfg_kw, "steps": args.steps, "length": args.length, "batch": args.batch,
                           "positions": "RoPE", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                           "torch": torch.__version__},
-               "variants": [v for v in VARIANTS if v in parts],
-               "val_loss": {v: parts[v]["val_loss"] for v in VARIANTS if v in parts},
-               "sparsity": {v: parts[v]["sparsity"] for v in VARIANTS if v in parts and "sparsity" in parts[v]},
-               "alpha": {v: parts[v]["alpha"] for v in VARIANTS if v in parts and "alpha" in parts[v]}}
+               "variants": list(runs),
+               "val_loss": {v: p["val_loss"] for v, p in runs.items()},
+               "sparsity": {v: p["sparsity"] for v, p in runs.items() if "sparsity" in p},
+               "alpha": {v: p["alpha"] for v, p in runs.items() if "alpha" in p}}
     if "step_time" in parts:
         results["step_time"] = parts["step_time"]
     write_results(args.out, results, VARIANTS, plot)
