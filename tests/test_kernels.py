@@ -114,6 +114,21 @@ def test_per_head_alpha_with_softmax_head_and_dalpha():
     _check(q, k, v, res, alpha=alpha, causal=True)
 
 
+@pytest.mark.parametrize("value", [1.5, 2.0])
+@pytest.mark.parametrize("split", [False, True])
+def test_per_head_alpha_of_exact_kinds_matches_float_call(value, split):
+    """Heads of a per-head tensor whose α is exactly 1.5 or 2 take those kinds' τ steps and weights (tau.py): the
+    result equals the float call's to float32 rounding, and the oracle's, with dα, in the fused and the split τ
+    pass; a general head beside them keeps its own iteration."""
+    q, k, v = rand_qkv(2, 3, 3, 45, 61, 16, device=DEV, requires_grad=True)
+    o = opts(q, tau_split_min_tiles=1 if split else NO_SPLIT)
+    alpha = torch.tensor([value, value, 1.3], device=DEV, requires_grad=True)
+    res = _run(q, k, v, alpha=alpha, causal=True, options=o)
+    _check(q, k, v, res, alpha=alpha, causal=True)
+    ref = entflash.entmax_attention(q, k, v, alpha=value, causal=True, backend="triton", kernel_options=o)
+    torch.testing.assert_close(res["out"][:, :2], ref[:, :2], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("Nk", [1, 3])
 def test_dalpha_near_one_with_few_keys(Nk):
     """α close to 1 (a = α - 1 small) divides dα's rounding by a² and the τ root's by a³: with one key (every

@@ -165,8 +165,10 @@ class KernelOptions:
 
 def sweep_margin(kind: int) -> float:
     """W of the τ sweeps after sweep 0 (tau.tau_step): they also visit the tiles up to W below τ, so that a
-    closed-form root up to W below the iterate can be verified over every score (α = 1.5 / 2; 0 otherwise)."""
-    return 1e-3 if kind in (KIND_SPARSEMAX, KIND_ENTMAX15) else 0.0
+    closed-form root up to W below the iterate can be verified over every score (α = 1.5 / 2, and a per-head α,
+    whose heads of exactly 1.5 or 2 take those kinds' steps; the general step needs none, and extra tiles visited
+    change no sum's value)."""
+    return 1e-3 if kind in (KIND_SPARSEMAX, KIND_ENTMAX15, KIND_GENERAL) else 0.0
 
 
 def block_d(head_dim: int) -> int:

@@ -13,11 +13,20 @@ exactly once and V only where a weight is nonzero:
    block_n-key chunk's maximum per row. The scores are 4 bytes per row and key
    against 2·D bytes of K per key, so at G·Nq ≤ 16 rows and D ≥ 64 this
    scratch is at most half the cache's size.
-2. `decode_output_kernel`, one program per query row: the row maximum m from
+2. `decode_tau_kernel`, one program per query row: the row maximum m from
    the chunk maxima; τ from below, starting at (α-1)·m - 1 (a lower bound: the
    maximum alone contributes 1), visiting only chunks whose maximum lies above
-   the current τ (on sparse rows a few chunks of the whole cache); then the
-   output Σ p_j v_j over those chunks, loading a V row only where p_j > 0.
+   the current τ (on sparse rows a few chunks of the whole cache).
+3. `decode_apply_kernel`, shaped like kernel 1: per (key span, batch · KV
+   head), the weights p of all the group's rows for one key tile at a time
+   (tiles where no row's chunk maximum lies above its τ are skipped), one tile
+   of V loaded only for keys that some row weights, and p·V as one matrix
+   product; the span's partial Σ p v, Σ p and support size per row. A row's
+   support on dense inputs spans the whole cache, and an output loop per row
+   over its chunks waited on one dependent load after another
+   (docs/performance.md).
+4. `decode_finish_kernel`, one program per query row: the spans added, the
+   output normalised by the sum of its weights.
 
 τ, with z = (α-1)·x, y = z - τ and f(τ) = Σ y_+^(1/(α-1)) - 1 (convex and
 decreasing in τ for α ≤ 2): Newton's method from below never overshoots and
@@ -27,8 +36,7 @@ quadratic Σ_S (y - t)² = 1 on the current support S and accepts its root when
 it lies below every member's y (the support is then the same at the root, so
 the root is exact up to float32 rounding of the sums). Other α stop when the
 Newton step is below 2e-7 of max(1, |τ|) and take that last step. α = 1 rows
-(of a per-head tensor) are softmax: τ = m + log Σ exp(x - m). The output is
-normalised by the sum of its weights.
+(of a per-head tensor) are softmax: τ = m + log Σ exp(x - m).
 """
 
 import triton
@@ -37,6 +45,28 @@ import triton.language as tl
 from .tiles import seq_bounds
 
 NEG_INF = tl.constexpr(float("-inf"))
+
+
+@triton.jit
+def _span_program(H, NQ, NK, G, CU_Q, CU_K, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, SPAN_TILES: tl.constexpr,
+                  IS_VARLEN: tl.constexpr):
+    """What a (key span, batch · KV head) program covers: (b, KV head, first query row, query length, first key
+    row, key length, first key of the span) and, per row r of its tile, the token i = r % NQ, the query head
+    h = hk·G + r // NQ, the scratch row ((b·H + h)·NQ + i) and whether the row exists."""
+    pid_s = tl.program_id(0)
+    bh = tl.program_id(1)
+    Hkv = H // G
+    b = bh // Hkv
+    hk = bh % Hkv
+    q0, nq, k0, nk = seq_bounds(b, CU_Q, CU_K, NQ, NK, IS_VARLEN)
+    start = pid_s * (SPAN_TILES * BLOCK_N)
+    r = tl.arange(0, BLOCK_R)
+    g = r // NQ
+    i = r % NQ
+    rows_ok = (g < G) & (i < nq)
+    h = hk * G + g
+    srow = ((b * H + h) * NQ + i).to(tl.int64)
+    return b, hk, q0, nq, k0, nk, start, i, h, srow, rows_ok
 
 
 @triton.jit
@@ -52,18 +82,8 @@ def decode_scores_kernel(
 
     Row r of the tile is query head hk·G + r // NQ, token r % NQ; its scratch row is ((b·H + h)·NQ + i), NKP
     scores long, with NCH chunk maxima. NaN or +inf among a chunk's visible scores makes its maximum NaN."""
-    pid_s = tl.program_id(0)
-    bh = tl.program_id(1)
-    Hkv = H // G
-    b = bh // Hkv
-    hk = bh % Hkv
-    q0, nq, k0, nk = seq_bounds(b, CU_Q, CU_K, NQ, NK, IS_VARLEN)
-    start = pid_s * (SPAN_TILES * BLOCK_N)
-    r = tl.arange(0, BLOCK_R)
-    g = r // NQ
-    i = r % NQ
-    rows_ok = (g < G) & (i < nq)
-    h = hk * G + g
+    b, hk, q0, nq, k0, nk, start, i, h, srow, rows_ok = _span_program(H, NQ, NK, G, CU_Q, CU_K, BLOCK_R, BLOCK_N,
+                                                                      SPAN_TILES, IS_VARLEN)
     offs_d = tl.arange(0, BLOCK_D)
     q_ptr = Q + b.to(tl.int64) * sqb + h.to(tl.int64)[:, None] * sqh + (q0 + i).to(tl.int64)[:, None] * sqn \
         + offs_d[None, :]
@@ -78,7 +98,6 @@ def decode_scores_kernel(
         lo = tl.maximum(lo, diag - wl)
         hi = tl.minimum(hi, diag + wr)
     hi = tl.where(rows_ok, hi, -1)
-    srow = ((b * H + h) * NQ + i).to(tl.int64)
     k_base = K + b.to(tl.int64) * skb + hk.to(tl.int64) * skh + k0.to(tl.int64) * skn
     n_tiles = tl.minimum(SPAN_TILES, tl.cdiv(nk - start, BLOCK_N))
     for t in range(0, n_tiles):
@@ -99,53 +118,28 @@ def decode_scores_kernel(
 
 
 @triton.jit
-def _weights(y, a, SOFT: tl.constexpr):
-    """p = y_+^(1/a) for entmax rows (α = 1 + a), exp(y) for softmax rows."""
-    if SOFT:
-        return tl.exp(y)
-    yp = tl.where(y > 0, y, 1.0)
-    if a == 0.5:
-        p = yp * yp
-    elif a == 1.0:
-        p = yp
-    else:
-        p = tl.exp2(tl.log2(yp) / a)
-    return tl.where(y > 0, p, 0.0)
-
-
-@triton.jit
-def _row_output(X, LIST, v_base, srow, NKP, NCH, nk, n_act, svn, za, tau, offs_d, D: tl.constexpr,
-                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SOFT: tl.constexpr):
-    """Σ p_j v_j, Σ p_j and the support size of one row at threshold τ, over its listed chunks; a V row is loaded
-    only where p_j > 0."""
-    acc = tl.zeros([BLOCK_D], tl.float32)
+def _row_expsum(X, LIST, srow, NKP, NCH, nk, n_act, m, BLOCK_N: tl.constexpr):
+    """Σ exp(x_j - m) of a softmax row over its listed chunks."""
     psum = 0.0
-    supp = 0
     for j in range(0, n_act):
         c = tl.load(LIST + srow * NCH + j)
         offs_n = c * BLOCK_N + tl.arange(0, BLOCK_N)
         x = tl.load(X + srow * NKP + offs_n, mask=offs_n < nk, other=NEG_INF)
-        p = _weights(x * za - tau, za, SOFT)
-        nz = p > 0
-        # a softmax row's support is every visible key (exp may underflow to 0 far below the maximum)
-        supp += tl.sum((x > NEG_INF if SOFT else nz).to(tl.int32), 0)
-        vt = tl.load(v_base + offs_n.to(tl.int64)[:, None] * svn + offs_d[None, :],
-                     mask=nz[:, None] & (offs_d[None, :] < D), other=0.0)
-        acc += tl.sum(p[:, None] * vt.to(tl.float32), 0)
-        psum += tl.sum(p, 0)
-    return acc, psum, supp
+        psum += tl.sum(tl.exp(x - m), 0)
+    return psum
 
 
 @triton.jit
-def decode_output_kernel(
-    X, CMAX, LIST, V, O, TAU, SUPP, ALPHA, CU_Q, CU_K,
-    svb, svh, svn, sob, soh, son, stb, sth,
+def decode_tau_kernel(
+    X, CMAX, LIST, TAUR, TAU, ALPHA, CU_Q, CU_K,
+    stb, sth,
     H, NQ, NK, NKP, NCH, G, alpha_f, max_iters,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CB: tl.constexpr,
-    ALPHA_T: tl.constexpr, IS_VARLEN: tl.constexpr, NEED_STATS: tl.constexpr,
+    BLOCK_N: tl.constexpr, CB: tl.constexpr, ALPHA_T: tl.constexpr, IS_VARLEN: tl.constexpr,
+    NEED_STATS: tl.constexpr,
 ):
-    """τ and the output of one query row (module docstring). LIST: per scratch row, the chunks above the first
-    threshold (the lower bound; every visible chunk for softmax rows), NCH entries."""
+    """τ of one query row (module docstring), stored in TAUR (the scratch row's entry; NaN when a non-finite score
+    poisons the row, +inf when it sees no key). LIST: per scratch row, the chunks above the first threshold (the
+    lower bound; every visible chunk for softmax rows), NCH entries."""
     i = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -181,13 +175,9 @@ def decode_output_kernel(
             pos = n_act + tl.cumsum(act.to(tl.int32), 0) - 1
             tl.store(LIST + srow * NCH + pos, offs_c, mask=act)
             n_act += tl.sum(act.to(tl.int32), 0)
-        offs_d = tl.arange(0, BLOCK_D)
-        v_base = V + b.to(tl.int64) * svb + (h // G).to(tl.int64) * svh + k0.to(tl.int64) * svn
         if soft:
-            # softmax row: τ = m + log Σ exp(x - m), every visible key weighted
-            acc, psum, supp = _row_output(X, LIST, v_base, srow, NKP, NCH, nk, n_act, svn, 1.0, m_safe, offs_d, D,
-                                          BLOCK_D, BLOCK_N, True)
-            tau = m_safe + tl.log(tl.maximum(psum, 1e-30))
+            # softmax row: τ = m + log Σ exp(x - m)
+            tau = m_safe + tl.log(tl.maximum(_row_expsum(X, LIST, srow, NKP, NCH, nk, n_act, m_safe, BLOCK_N), 1e-30))
         else:
             it = 0
             go = 1 - empty.to(tl.int32)
@@ -242,17 +232,109 @@ def decode_output_kernel(
                 tau += step
                 go = 1 - fin.to(tl.int32)
                 it += 1
-            acc, psum, supp = _row_output(X, LIST, v_base, srow, NKP, NCH, nk, n_act, svn, a, tau, offs_d, D,
-                                          BLOCK_D, BLOCK_N, False)
-        out = acc / tl.where(psum > 0, psum, 1.0)
         if nbad > 0:
-            out = out + float("nan")
             tau = float("nan")
         if empty:
             tau = float("inf")
+        tl.store(TAUR + srow, tau)
+        if NEED_STATS:
+            tl.store(TAU + b * stb + h * sth + q0 + i, tau)
+
+
+@triton.jit
+def decode_apply_kernel(
+    X, CMAX, TAUR, V, ACC, PSUM, PSUPP, ALPHA, CU_Q, CU_K,
+    svb, svh, svn,
+    H, NQ, NK, NKP, NCH, G, ROWS, alpha_f,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPAN_TILES: tl.constexpr, ALPHA_T: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):
+    """The weighted sum of V over one span of keys for all query rows of one KV head, shaped like
+    decode_scores_kernel: p = y_+^(1/(α-1)) (softmax rows: exp(x - τ)) from the scores and τ, one tile of V per
+    key tile, loaded only for keys some row weights and skipped when no row's chunk maximum lies above its τ.
+    Writes this span's partial Σ p v, Σ p and support size per row (decode_finish_kernel adds the spans)."""
+    b, hk, q0, nq, k0, nk, start, i, h, srow, rows_ok = _span_program(H, NQ, NK, G, CU_Q, CU_K, BLOCK_R, BLOCK_N,
+                                                                      SPAN_TILES, IS_VARLEN)
+    if ALPHA_T:
+        a = tl.load(ALPHA + h, mask=rows_ok, other=1.5) - 1.0
+    else:
+        a = tl.zeros([BLOCK_R], tl.float32) + (alpha_f - 1.0)
+    soft = a == 0.0
+    za = tl.where(soft, 1.0, a)
+    tau = tl.load(TAUR + srow, mask=rows_ok, other=float("inf"))
+    offs_d = tl.arange(0, BLOCK_D)
+    v_base = V + b.to(tl.int64) * svb + hk.to(tl.int64) * svh + k0.to(tl.int64) * svn
+    acc = tl.zeros([BLOCK_R, BLOCK_D], tl.float32)
+    psum = tl.zeros([BLOCK_R], tl.float32)
+    supp = tl.zeros([BLOCK_R], tl.int32)
+    n_tiles = tl.minimum(SPAN_TILES, tl.cdiv(nk - start, BLOCK_N))
+    for t in range(0, n_tiles):
+        c = start // BLOCK_N + t
+        cm = tl.load(CMAX + srow * NCH + c, mask=rows_ok, other=NEG_INF)
+        # a row takes part when its chunk holds a weighted key: a score above τ, any visible score for softmax
+        act = rows_ok & tl.where(soft, cm > NEG_INF, cm * za > tau)
+        if tl.max(act.to(tl.int32), 0) > 0:
+            offs_n = c * BLOCK_N + tl.arange(0, BLOCK_N)
+            kv_ok = offs_n < nk
+            x = tl.load(X + srow[:, None] * NKP + offs_n[None, :], mask=act[:, None] & kv_ok[None, :],
+                        other=NEG_INF)
+            y = x * za[:, None] - tau[:, None]
+            yp = tl.where(y > 0, y, 1.0)
+            if ALPHA_T:
+                w = tl.where(soft[:, None], tl.exp(y), tl.exp2(tl.log2(yp) / za[:, None]))
+            elif alpha_f == 1.5:
+                w = yp * yp
+            elif alpha_f == 2.0:
+                w = yp
+            elif alpha_f == 1.0:
+                w = tl.exp(y)
+            else:
+                w = tl.exp2(tl.log2(yp) / za[:, None])
+            p = tl.where((y > 0) | soft[:, None], w, 0.0)
+            p = tl.where(x > NEG_INF, p, 0.0)
+            nz = p > 0
+            supp += tl.sum(tl.where(soft[:, None], x > NEG_INF, nz).to(tl.int32), 1)
+            used = tl.max(nz.to(tl.int32), 0) > 0
+            vt = tl.load(v_base + offs_n.to(tl.int64)[:, None] * svn + offs_d[None, :],
+                         mask=used[:, None] & (offs_d[None, :] < D), other=0.0)
+            acc += tl.dot(p.to(vt.dtype), vt, input_precision=PREC)
+            psum += tl.sum(p, 1)
+    part = tl.program_id(0) * ROWS + srow
+    tl.store(ACC + part[:, None] * BLOCK_D + offs_d[None, :], acc, mask=rows_ok[:, None])
+    tl.store(PSUM + part, psum, mask=rows_ok)
+    tl.store(PSUPP + part, supp, mask=rows_ok)
+
+
+@triton.jit
+def decode_finish_kernel(
+    ACC, PSUM, PSUPP, TAUR, O, SUPP, CU_Q, CU_K,
+    sob, soh, son, stb, sth,
+    H, NQ, NK, ROWS, SPAN_KEYS,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, IS_VARLEN: tl.constexpr, NEED_STATS: tl.constexpr,
+):
+    """One query row's output: the spans' partial sums added and normalised by the sum of the weights (NaN where
+    τ is NaN)."""
+    i = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    q0, nq, k0, nk = seq_bounds(b, CU_Q, CU_K, NQ, NK, IS_VARLEN)
+    if i < nq:
+        srow = ((b * H + h) * NQ + i).to(tl.int64)
+        offs_d = tl.arange(0, BLOCK_D)
+        acc = tl.zeros([BLOCK_D], tl.float32)
+        psum = 0.0
+        supp = 0
+        for sp in range(0, tl.cdiv(nk, SPAN_KEYS)):  # the spans past a short sequence's keys hold zeros
+            part = sp * ROWS + srow
+            acc += tl.load(ACC + part * BLOCK_D + offs_d)
+            psum += tl.load(PSUM + part)
+            supp += tl.load(PSUPP + part)
+        out = acc / tl.where(psum > 0, psum, 1.0)
+        tau = tl.load(TAUR + srow)
+        if tau != tau:
+            out = out + float("nan")
         o_ptr = O + b.to(tl.int64) * sob + h.to(tl.int64) * soh + (q0 + i).to(tl.int64) * son + offs_d
         tl.store(o_ptr, out.to(O.dtype.element_ty), mask=offs_d < D)
         if NEED_STATS:
-            st = b * stb + h * sth + q0 + i
-            tl.store(TAU + st, tau)
-            tl.store(SUPP + st, supp)
+            tl.store(SUPP + b * stb + h * sth + q0 + i, supp)

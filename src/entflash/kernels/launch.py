@@ -23,7 +23,7 @@ import triton
 from ..dropout import keep_threshold
 from . import configs
 from .configs import KIND_ENTMAX15, KIND_GENERAL, KIND_SOFTMAX, KIND_SPARSEMAX, KernelOptions
-from .decode import decode_output_kernel, decode_scores_kernel
+from .decode import decode_apply_kernel, decode_finish_kernel, decode_scores_kernel, decode_tau_kernel
 from .dkdv import dkdv_kernel
 from .dq import dq_kernel
 from .gather import gather_rows_kernel, tau_gather_kernel
@@ -338,12 +338,14 @@ def decode_rows(geo: Geometry) -> int:
 def decode_stages(geo: Geometry, q: Tensor, k: Tensor, v: Tensor, alpha_t: Optional[Tensor], alpha_f: float,
                   kpm: Optional[Tensor], cu_q: Optional[Tensor], cu_k: Optional[Tensor], causal: bool,
                   window: Optional[Tuple[int, int]], scale: float, need_stats: bool) -> Tuple[List[Stage], tuple]:
-    """The decode path's two launches (scores, then τ and output) and its outputs (out, tau, supp): τ already in
-    the public units ((α-1)·x; natural-log log-sum-exp for softmax rows)."""
+    """The decode path's four launches (scores; τ; the weighted sums of V per key span; the spans added) and its
+    outputs (out, tau, supp): τ already in the public units ((α-1)·x; natural-log log-sum-exp for softmax rows)."""
     o, dev = geo.opts, q.device
     BN = o.decode_block_n
     NQ, NK = geo.Nq, geo.Nk
     nch = max(1, triton.cdiv(NK, BN))
+    span = o.decode_span * BN
+    nspan = max(1, triton.cdiv(NK, span))
     rows = geo.B * geo.H * NQ
     out = new_buffer(q.shape[:-1] + (v.shape[-1],), q.dtype, dev, o)
     tau = new_buffer(geo.stat_shape(), torch.float32, dev, o) if need_stats else dummy(dev)
@@ -351,30 +353,47 @@ def decode_stages(geo: Geometry, q: Tensor, k: Tensor, v: Tensor, alpha_t: Optio
     x = torch.empty((rows, nch * BN), dtype=torch.float32, device=dev)
     cmax = torch.empty((rows, nch), dtype=torch.float32, device=dev)
     lists = torch.empty((rows, nch), dtype=torch.int32, device=dev)
+    tau_rows = torch.empty((rows,), dtype=torch.float32, device=dev)
+    acc = torch.empty((nspan, rows, geo.BLOCK_D), dtype=torch.float32, device=dev)
+    psum = torch.empty((nspan, rows), dtype=torch.float32, device=dev)
+    psupp = torch.empty((nspan, rows), dtype=torch.int32, device=dev)
     wl, wr = window if window is not None else (-1, -1)
     cu_q_ = cu_q if cu_q is not None else dummy(dev)
     cu_k_ = cu_k if cu_k is not None else dummy(dev)
-    common = dict(CU_Q=cu_q_, CU_K=cu_k_, H=geo.H, NQ=NQ, NK=NK, NKP=nch * BN, NCH=nch, G=geo.G, D=geo.D,
-                  BLOCK_D=geo.BLOCK_D, IS_VARLEN=geo.varlen)
+    common = dict(CU_Q=cu_q_, CU_K=cu_k_, H=geo.H, NQ=NQ, NK=NK, IS_VARLEN=geo.varlen)
     sq, sk, sv, so = geo.strides(q), geo.strides(k), geo.strides(v), geo.strides(out)
     stb, sth = geo.stat_strides()
+    alpha = alpha_buffer(alpha_t, alpha_f, geo.H, dev) if alpha_t is not None else dummy(dev)
+    block_r = max(16, triton.next_power_of_2(decode_rows(geo)))
+    prec = "ieee" if q.dtype == torch.float32 else None
 
     def scores():
-        span = o.decode_span * BN
-        decode_scores_kernel[(max(1, triton.cdiv(NK, span)), geo.B * geo.Hkv)](
+        decode_scores_kernel[(nspan, geo.B * geo.Hkv)](
             Q=q, K=k, X=x, CMAX=cmax, KPM=kpm.view(torch.uint8) if kpm is not None else dummy(dev),
             **_strides("q", sq), **_strides("k", sk), skpm=kpm.stride(0) if kpm is not None else 0,
+            NKP=nch * BN, NCH=nch, G=geo.G, D=geo.D, BLOCK_D=geo.BLOCK_D,
             scale=float(scale), wl=wl if wl >= 0 else UNBOUNDED, wr=wr if wr >= 0 else UNBOUNDED,
-            BLOCK_R=max(16, triton.next_power_of_2(decode_rows(geo))), BLOCK_N=BN, SPAN_TILES=o.decode_span,
+            BLOCK_R=block_r, BLOCK_N=BN, SPAN_TILES=o.decode_span,
             CAUSAL=causal, HAS_KPM=kpm is not None, WINDOW=window is not None,
-            PREC="ieee" if q.dtype == torch.float32 else None, **common, num_warps=4, num_stages=o.num_stages)
+            PREC=prec, **common, num_warps=4, num_stages=o.num_stages)
 
-    def output():
-        decode_output_kernel[(NQ, geo.B * geo.H)](
-            X=x, CMAX=cmax, LIST=lists, V=v, O=out, TAU=tau, SUPP=supp,
-            ALPHA=alpha_buffer(alpha_t, alpha_f, geo.H, dev) if alpha_t is not None else dummy(dev),
-            **_strides("v", sv), **_strides("o", so), stb=stb, sth=sth, alpha_f=float(alpha_f),
-            max_iters=o.decode_max_iters, BLOCK_N=BN, CB=o.decode_chunks, ALPHA_T=alpha_t is not None,
-            NEED_STATS=need_stats, **common, num_warps=4, num_stages=o.num_stages)
+    def solve():
+        decode_tau_kernel[(NQ, geo.B * geo.H)](
+            X=x, CMAX=cmax, LIST=lists, TAUR=tau_rows, TAU=tau, ALPHA=alpha, stb=stb, sth=sth,
+            NKP=nch * BN, NCH=nch, G=geo.G, alpha_f=float(alpha_f), max_iters=o.decode_max_iters, BLOCK_N=BN,
+            CB=o.decode_chunks, ALPHA_T=alpha_t is not None, NEED_STATS=need_stats, **common, num_warps=4)
 
-    return [("decode scores", [scores]), ("decode output", [output])], (out, tau, supp)
+    def apply():
+        decode_apply_kernel[(nspan, geo.B * geo.Hkv)](
+            X=x, CMAX=cmax, TAUR=tau_rows, V=v, ACC=acc, PSUM=psum, PSUPP=psupp, ALPHA=alpha, **_strides("v", sv),
+            NKP=nch * BN, NCH=nch, G=geo.G, ROWS=rows, alpha_f=float(alpha_f), D=geo.D, BLOCK_D=geo.BLOCK_D,
+            BLOCK_R=block_r, BLOCK_N=BN, SPAN_TILES=o.decode_span, ALPHA_T=alpha_t is not None, PREC=prec,
+            **common, num_warps=4, num_stages=o.num_stages)
+
+    def finish():
+        decode_finish_kernel[(NQ, geo.B * geo.H)](
+            ACC=acc, PSUM=psum, PSUPP=psupp, TAUR=tau_rows, O=out, SUPP=supp, **_strides("o", so), stb=stb, sth=sth,
+            ROWS=rows, SPAN_KEYS=span, D=geo.D, BLOCK_D=geo.BLOCK_D, NEED_STATS=need_stats, **common, num_warps=1)
+
+    return ([("decode scores", [scores]), ("decode tau", [solve]), ("decode output", [apply, finish])],
+            (out, tau, supp))

@@ -17,6 +17,8 @@ the last sweeps over gathered rows: gather.py):
 * any other α (KIND 3, per-head runtime α): a safeguarded Halley iteration
   from pass 1's lower bound on the bracket [bound, m] until the Newton step is
   below ~1e-6 (relative), then that last step if it stays inside the bracket.
+  Heads of a per-head tensor whose α is exactly 1.5 or 2 take those kinds'
+  sums and steps (a uniform branch per tile on the head's α).
 * softmax rows (KIND 0, or α = 1 heads of KIND 3): one sweep, τ = log2-sum-exp.
 
 Sweep 0 also rewrites the block's tile map in row-relative units: entry (g, j)
@@ -73,35 +75,50 @@ def rel_thr(tau, m):
 
 
 @triton.jit
+def _exact_sums(y, h0, h1, h2, h3, SQUARES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """tile_sums for α = 1.5 (SQUARES) and α = 2: count, Σ y, Σ y² over y > 0, and min |y|."""
+    ins = y > 0
+    yz = tl.maximum(y, 0.0)
+    h0 += fold_sum(ins.to(tl.float32), BLOCK_M, BLOCK_N)
+    h1 += fold_sum(yz, BLOCK_M, BLOCK_N)
+    if SQUARES:
+        h2 += fold_sum(yz * yz, BLOCK_M, BLOCK_N)
+    # min |y| over every score (one min with an |.| operand): the nearest score to τ on either side
+    h3 = tl.minimum(h3, fold_min(tl.abs(y), BLOCK_M, BLOCK_N))
+    return h0, h1, h2, h3
+
+
+@triton.jit
 def tile_sums(y, h0, h1, h2, h3, inv_a, KIND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               FAST_LOG2: tl.constexpr):
     """Add one tile's y = x - τ to a sweep's per-row sums, kept in quarter tiles (fold_sum; reduced once after
-    the sweep): the terms of f, f', f'' at τ (see tau_step) and, for α = 1.5 / 2, min |y| in h3."""
-    ins = y > 0
+    the sweep): the terms of f, f', f'' at τ (see tau_step) and, for α = 1.5 / 2, min |y| in h3. A per-head α
+    (KIND 3) of exactly 1.5 or 2 takes those kinds' sums (one branch per tile: α is the head's; its scores are
+    in the same units), so that a per-head tensor pays the general kind's powers only on heads that need them."""
     if KIND == 3:
-        yp = tl.where(ins, y, 1.0)
-        if FAST_LOG2:
-            if inv_a <= FAST_LOG2_MAX_INV_A:  # one branch per tile: α is the head's
-                l2 = log2_mufu(yp)
+        if inv_a == 2.0:
+            h0, h1, h2, h3 = _exact_sums(y, h0, h1, h2, h3, True, BLOCK_M, BLOCK_N)
+        elif inv_a == 1.0:
+            h0, h1, h2, h3 = _exact_sums(y, h0, h1, h2, h3, False, BLOCK_M, BLOCK_N)
+        else:
+            ins = y > 0
+            yp = tl.where(ins, y, 1.0)
+            if FAST_LOG2:
+                if inv_a <= FAST_LOG2_MAX_INV_A:
+                    l2 = log2_mufu(yp)
+                else:
+                    l2 = tl.log2(yp)
             else:
                 l2 = tl.log2(yp)
-        else:
-            l2 = tl.log2(yp)
-        t0 = tl.exp2(l2 * inv_a)
-        # one reciprocal for both powers below (two divisions cost two MUFU.RCP per score)
-        ry = 1.0 / yp
-        t1 = t0 * ry
-        h0 += fold_sum(tl.where(ins, t0, 0.0), BLOCK_M, BLOCK_N)
-        h1 += fold_sum(tl.where(ins, t1, 0.0), BLOCK_M, BLOCK_N)
-        h2 += fold_sum(tl.where(ins, t1 * ry, 0.0), BLOCK_M, BLOCK_N)
+            t0 = tl.exp2(l2 * inv_a)
+            # one reciprocal for both powers below (two divisions cost two MUFU.RCP per score)
+            ry = 1.0 / yp
+            t1 = t0 * ry
+            h0 += fold_sum(tl.where(ins, t0, 0.0), BLOCK_M, BLOCK_N)
+            h1 += fold_sum(tl.where(ins, t1, 0.0), BLOCK_M, BLOCK_N)
+            h2 += fold_sum(tl.where(ins, t1 * ry, 0.0), BLOCK_M, BLOCK_N)
     else:
-        yz = tl.maximum(y, 0.0)
-        h0 += fold_sum(ins.to(tl.float32), BLOCK_M, BLOCK_N)
-        h1 += fold_sum(yz, BLOCK_M, BLOCK_N)
-        if KIND == 2:
-            h2 += fold_sum(yz * yz, BLOCK_M, BLOCK_N)
-        # min |y| over every score (one min with an |.| operand): the nearest score to τ on either side
-        h3 = tl.minimum(h3, fold_min(tl.abs(y), BLOCK_M, BLOCK_N))
+        h0, h1, h2, h3 = _exact_sums(y, h0, h1, h2, h3, KIND == 2, BLOCK_M, BLOCK_N)
     return h0, h1, h2, h3
 
 
@@ -149,75 +166,94 @@ def tau_step(c0, c1, c2, dmin, todo, tau, m, lo, hi_b, res, done, inv_a, KIND: t
     root may be accepted: 0 for sweep 0, whose τ is a lower bound. The iterate τ and the bracket are in score
     units; an accepted root goes to res as τ_root - m (m: the row maximum, 0 for rows without one), formed as
     (τ - m) + step: τ - m is exact, so the root keeps the precision of the step, not one ulp of |τ| (3e-5 at
-    |τ| ~ 400)."""
+    |τ| ~ 400). A per-head α (KIND 3) of exactly 1.5 or 2 takes those kinds' step (tile_sums gave it their sums)."""
     rel = tau - m
     if KIND == 3:
-        # f = Σ y^s - 1, f' = -s Σ y^(s-1), f'' = s (s-1) Σ y^(s-2)
-        f = c0 - 1.0
-        fp = -inv_a * c1
-        fpp = inv_a * (inv_a - 1.0) * c2
-        lo = tl.where(todo & (f > 0), tau, lo)
-        hi_b = tl.where(todo & (f <= 0), tau, hi_b)
-        newton = tl.where(fp < 0, f / tl.where(fp < 0, fp, -1.0), 0.0)
-        den = 2.0 * fp * fp - f * fpp
-        halley = tl.where((f > 0) & (den > 0), 2.0 * f * fp / tl.where(den > 0, den, 1.0), newton)
-        step = tau - halley
-        inside = (step > lo) & (step < hi_b)
-        cand = tl.where(inside, step, 0.5 * (lo + hi_b))
-        tol = 1e-6 * tl.maximum(tl.abs(tau), 1.0)
-        conv = todo & ((tl.abs(newton) <= tol) | (hi_b - lo <= tol))
-        # a converged row also takes its last step when that stays inside the bracket: stopping at τ itself
-        # left an error up to tol (~16 float32 ulps at |τ| ~ 100), which p = y^(1/(α-1)) amplifies past the
-        # tolerance rule (α = 1.25, scale 91: 1.4e-4 against 8e-5). Not the bisection fallback: a step that
-        # rounds onto the bracket's end (f = 0 exactly at τ) would jump to the far midpoint. The step is judged
-        # against the bracket as a difference (-halley against lo - τ, hi - τ: exact for nearby floats), not as
-        # the rounded candidate τ - halley: at |τ| ~ 2000 (scale 1000) a last step below half an ulp of τ
-        # rounded onto τ = lo, failed the test and left τ half an ulp off (one key: p = 1 - 1.5e-4 in the
-        # backward; the GPU property test keeps that case as an explicit example)
-        inside_d = (-halley > lo - tau) & (-halley < hi_b - tau)
-        res = tl.where(conv, tl.where(inside_d, rel - halley, rel), res)
-        done = done | conv
-        tau = tl.where(todo & ~conv, cand, tau)
+        if inv_a == 2.0:
+            tau, lo, hi_b, res, done = _exact_step(c0, c1, c2, dmin, todo, tau, rel, m, lo, hi_b, res, done, False, W)
+        elif inv_a == 1.0:
+            tau, lo, hi_b, res, done = _exact_step(c0, c1, c2, dmin, todo, tau, rel, m, lo, hi_b, res, done, True, W)
+        else:
+            tau, lo, hi_b, res, done = _general_step(c0, c1, c2, todo, tau, rel, lo, hi_b, res, done, inv_a)
     else:
-        # closed form on S = {x > τ}, in units shifted by τ
-        cnt = tl.maximum(c0, 1.0)
-        if KIND == 1:
-            t = (c1 - 1.0) / cnt
-            step = t
-        else:
-            mean = c1 / cnt
-            t = mean - tl.sqrt(tl.maximum((1.0 - (c2 - c1 * mean)) / cnt, 0.0))
-            # Halley on f = Σ y^2 - 1 (f' = -2 Σ y, f'' = 2 count) from the left,
-            # Newton after an overshoot (f < 0): 5-6 sweeps instead of Newton's 8
-            f = c2 - 1.0
-            fp = -2.0 * tl.maximum(c1, 1e-30)
-            den = 2.0 * fp * fp - f * 2.0 * c0
-            step = tl.where((f > 0) & (den > 0), -2.0 * f * fp / tl.where(den > 0, den, 1.0), -f / fp)
-        # exact when no score lies between τ and the root τ + t (either side; dmin covers the visited tiles, W
-        # the skipped ones): the set {x > τ} is then the support at τ + t. Accepts iterates below τ* and, unlike
-        # a test on the members alone, those that overshot it with the right support (Halley's second iterate
-        # often does, by 1e-5..3e-4 on dense rows)
-        tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
-        ok = todo & (c0 > 0) & (tl.abs(t) <= dmin + tol) & (t >= -(W + tol))
-        res = tl.where(ok, rel + t, res)
-        # keep a bracket: a step that leaves it (overshoot past m, or below a
-        # proven lower bound) is replaced by bisection
-        if KIND == 1:
-            fval = c1 - 1.0
-        else:
-            fval = c2 - 1.0
-        lo = tl.where(todo & (fval > 0), tau, lo)
-        hi_b = tl.where(todo & (fval <= 0), tau, hi_b)
-        cand = tau + step
-        inside = (cand > lo) & (cand < hi_b)
-        cand = tl.where(inside, cand, 0.5 * (lo + hi_b))
-        # a row whose next iterate moves by less than the tolerance is at its root to within it: accept the
-        # iterate (rows whose closed form misses the consistency test only by float32 rounding of the sums
-        # otherwise repeat sweeps until the iteration limit: 22-180 such rows per call kept 10 launches busy)
-        near = todo & ~ok & (tl.abs(cand - tau) <= tol)
-        res = tl.where(near, tl.where(inside, rel + step, cand - m), res)
-        done = done | ok | near
-        tau = tl.where(todo & ~ok, cand, tau)
+        tau, lo, hi_b, res, done = _exact_step(c0, c1, c2, dmin, todo, tau, rel, m, lo, hi_b, res, done, KIND == 1, W)
+    return tau, lo, hi_b, res, done
+
+
+@triton.jit
+def _general_step(c0, c1, c2, todo, tau, rel, lo, hi_b, res, done, inv_a):
+    """tau_step for any α: safeguarded Halley on the sums of tile_sums' general kind."""
+    # f = Σ y^s - 1, f' = -s Σ y^(s-1), f'' = s (s-1) Σ y^(s-2)
+    f = c0 - 1.0
+    fp = -inv_a * c1
+    fpp = inv_a * (inv_a - 1.0) * c2
+    lo = tl.where(todo & (f > 0), tau, lo)
+    hi_b = tl.where(todo & (f <= 0), tau, hi_b)
+    newton = tl.where(fp < 0, f / tl.where(fp < 0, fp, -1.0), 0.0)
+    den = 2.0 * fp * fp - f * fpp
+    halley = tl.where((f > 0) & (den > 0), 2.0 * f * fp / tl.where(den > 0, den, 1.0), newton)
+    step = tau - halley
+    inside = (step > lo) & (step < hi_b)
+    cand = tl.where(inside, step, 0.5 * (lo + hi_b))
+    tol = 1e-6 * tl.maximum(tl.abs(tau), 1.0)
+    conv = todo & ((tl.abs(newton) <= tol) | (hi_b - lo <= tol))
+    # a converged row also takes its last step when that stays inside the bracket: stopping at τ itself
+    # left an error up to tol (~16 float32 ulps at |τ| ~ 100), which p = y^(1/(α-1)) amplifies past the
+    # tolerance rule (α = 1.25, scale 91: 1.4e-4 against 8e-5). Not the bisection fallback: a step that
+    # rounds onto the bracket's end (f = 0 exactly at τ) would jump to the far midpoint. The step is judged
+    # against the bracket as a difference (-halley against lo - τ, hi - τ: exact for nearby floats), not as
+    # the rounded candidate τ - halley: at |τ| ~ 2000 (scale 1000) a last step below half an ulp of τ
+    # rounded onto τ = lo, failed the test and left τ half an ulp off (one key: p = 1 - 1.5e-4 in the
+    # backward; the GPU property test keeps that case as an explicit example)
+    inside_d = (-halley > lo - tau) & (-halley < hi_b - tau)
+    res = tl.where(conv, tl.where(inside_d, rel - halley, rel), res)
+    done = done | conv
+    tau = tl.where(todo & ~conv, cand, tau)
+    return tau, lo, hi_b, res, done
+
+
+@triton.jit
+def _exact_step(c0, c1, c2, dmin, todo, tau, rel, m, lo, hi_b, res, done, SPARSE: tl.constexpr, W: tl.constexpr):
+    """tau_step for α = 2 (SPARSE) and α = 1.5: the closed form on the current support, accepted when exact."""
+    # closed form on S = {x > τ}, in units shifted by τ
+    cnt = tl.maximum(c0, 1.0)
+    if SPARSE:
+        t = (c1 - 1.0) / cnt
+        step = t
+    else:
+        mean = c1 / cnt
+        t = mean - tl.sqrt(tl.maximum((1.0 - (c2 - c1 * mean)) / cnt, 0.0))
+        # Halley on f = Σ y^2 - 1 (f' = -2 Σ y, f'' = 2 count) from the left,
+        # Newton after an overshoot (f < 0): 5-6 sweeps instead of Newton's 8
+        f = c2 - 1.0
+        fp = -2.0 * tl.maximum(c1, 1e-30)
+        den = 2.0 * fp * fp - f * 2.0 * c0
+        step = tl.where((f > 0) & (den > 0), -2.0 * f * fp / tl.where(den > 0, den, 1.0), -f / fp)
+    # exact when no score lies between τ and the root τ + t (either side; dmin covers the visited tiles, W
+    # the skipped ones): the set {x > τ} is then the support at τ + t. Accepts iterates below τ* and, unlike
+    # a test on the members alone, those that overshot it with the right support (Halley's second iterate
+    # often does, by 1e-5..3e-4 on dense rows)
+    tol = 1e-5 * tl.maximum(tl.abs(tau), 1.0)
+    ok = todo & (c0 > 0) & (tl.abs(t) <= dmin + tol) & (t >= -(W + tol))
+    res = tl.where(ok, rel + t, res)
+    # keep a bracket: a step that leaves it (overshoot past m, or below a
+    # proven lower bound) is replaced by bisection
+    if SPARSE:
+        fval = c1 - 1.0
+    else:
+        fval = c2 - 1.0
+    lo = tl.where(todo & (fval > 0), tau, lo)
+    hi_b = tl.where(todo & (fval <= 0), tau, hi_b)
+    cand = tau + step
+    inside = (cand > lo) & (cand < hi_b)
+    cand = tl.where(inside, cand, 0.5 * (lo + hi_b))
+    # a row whose next iterate moves by less than the tolerance is at its root to within it: accept the
+    # iterate (rows whose closed form misses the consistency test only by float32 rounding of the sums
+    # otherwise repeat sweeps until the iteration limit: 22-180 such rows per call kept 10 launches busy)
+    near = todo & ~ok & (tl.abs(cand - tau) <= tol)
+    res = tl.where(near, tl.where(inside, rel + step, cand - m), res)
+    done = done | ok | near
+    tau = tl.where(todo & ~ok, cand, tau)
     return tau, lo, hi_b, res, done
 
 

@@ -306,8 +306,15 @@ def probs_y(y, inv_a, is_soft, KIND: tl.constexpr):
         y = tl.maximum(y, 0.0)
         p = y * y
     else:
+        # a per-head α: one uniform branch per tile on the head's α, so that heads of exactly 1.5 or 2 skip the
+        # powers (their scores are in the same units as those kinds')
         if is_soft:
             p = tl.exp2(y)
+        elif inv_a == 2.0:
+            y = tl.maximum(y, 0.0)
+            p = y * y
+        elif inv_a == 1.0:
+            p = tl.maximum(y, 0.0)
         else:
             # log2(0) = -inf and inv_a > 0, so y = 0 gives exp2(-inf) = 0
             p = tl.exp2(tl.log2(tl.maximum(y, 0.0)) * inv_a)
@@ -368,6 +375,10 @@ def grad_weights_y(p, y, inv_a, is_soft, KIND: tl.constexpr):
     else:
         if is_soft:
             u = p
+        elif inv_a == 2.0:
+            u = tl.maximum(y, 0.0)
+        elif inv_a == 1.0:
+            u = tl.where(y > 0, 1.0, 0.0)
         else:
             # p^(2-α) = y^((2-α)/(α-1)) = y^(inv_a - 1)
             u = tl.where(y > 0, tl.exp2(tl.log2(tl.maximum(y, 1e-30)) * (inv_a - 1.0)), 0.0)
