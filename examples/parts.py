@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import torch
 
@@ -50,8 +52,28 @@ def load_parts(out: str, names) -> dict:
     return parts
 
 
+def environment() -> dict:
+    """Where results came from: the command, the commit ($ENTFLASH_COMMIT, else git), GPU and library versions."""
+    commit = os.environ.get("ENTFLASH_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+    env = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "commit": commit or "unknown",
+           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__}
+    for lib in ("triton", "transformers"):
+        try:
+            env[lib] = __import__(lib).__version__
+        except ImportError:
+            pass
+    return env
+
+
 def write_results(out: str, results: dict, variants, plot) -> bool:
-    """Write results.json; draw the plot when every variant is present. True when complete."""
+    """Write results.json (with environment()); draw the plot when every variant is present. True when complete."""
+    results["environment"] = environment()
     path = os.path.join(out, "results.json")
     with open(path, "w") as fh:
         json.dump(results, fh, indent=1)
