@@ -113,11 +113,15 @@ def test_decode_varlen():
         oq, ok = oq + nq, ok + nk
 
 
-def test_decode_nonfinite_scores():
-    """A NaN key makes the rows that see it NaN; a NaN key that is masked changes nothing."""
+@pytest.mark.parametrize("block_n", [16, 64])
+def test_decode_nonfinite_scores(block_n):
+    """A NaN key makes the rows that see it NaN; a NaN key that is masked changes nothing. At block_n 64 the row's
+    only chunk is the NaN one (no finite chunk maximum: the row is not empty, it is NaN)."""
     q, k, v = _qkv(1, 2, 1, 2, 40, 16, torch.float32)
     k[0, 0, 39] = float("nan")
-    res = _call(q, k, v, alpha=1.5, causal=True)
+    with torch.no_grad():
+        res = entflash.entmax_attention(q, k, v, alpha=1.5, causal=True, backend="triton", return_stats=True,
+                                        kernel_options=opts(q, decode_block_n=block_n))
     assert torch.isnan(res.out[0, :, 1]).all()  # the last row sees key 39
     assert torch.isfinite(res.out[0, :, 0]).all()  # the row before does not
     _check(q[:, :, :1], k[:, :, :39], v[:, :, :39], _call(q[:, :, :1], k[:, :, :39], v[:, :, :39], alpha=1.5),

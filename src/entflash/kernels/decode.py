@@ -232,10 +232,12 @@ def decode_tau_kernel(
                 tau += step
                 go = 1 - fin.to(tl.int32)
                 it += 1
-        if nbad > 0:
-            tau = float("nan")
+        # a row with no visible key is empty (+inf: no weight anywhere); a non-finite score makes it NaN, also when
+        # every chunk it sees is poisoned (m stays -inf there, so empty alone cannot tell)
         if empty:
             tau = float("inf")
+        if nbad > 0:
+            tau = float("nan")
         tl.store(TAUR + srow, tau)
         if NEED_STATS:
             tl.store(TAU + b * stb + h * sth + q0 + i, tau)
