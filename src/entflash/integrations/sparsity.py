@@ -16,7 +16,7 @@ about one more score pass per layer, so `every=k` records only every k-th forwar
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import nn

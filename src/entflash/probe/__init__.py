@@ -10,14 +10,12 @@ whole model's forward with entmax against the same model with "sdpa").
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst", ".json", ".csv", ".c", ".h", ".js", ".html", ".tex")
 
