@@ -21,9 +21,9 @@ for ex in $names; do
   [ -n "${script[$ex]}" ] || { echo "run_full.sh: unknown example '$ex' (accepted: train_lm needle encoder)" >&2; exit 2; }
   mkdir -p "$RESULTS/$ex"
   for v in ${variants[$ex]}; do
-    cmd="python3 examples/${script[$ex]} --out $RESULTS/$ex --variants $v ${extra[$ex]}"
-    echo "$cmd" >> "$RESULTS/$ex/commands.txt"
-    timeout "${EX_TIMEOUT:-86400}" $cmd > "$RESULTS/$ex/$v.log" 2>&1 &
+    cmd=(python3 "examples/${script[$ex]}" --out "$RESULTS/$ex" --variants "$v" ${extra[$ex]})
+    echo "${cmd[*]}" >> "$RESULTS/$ex/commands.txt"
+    timeout "${EX_TIMEOUT:-86400}" "${cmd[@]}" > "$RESULTS/$ex/$v.log" 2>&1 &
   done
 done
 wait
