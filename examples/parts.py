@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import torch
@@ -53,22 +52,14 @@ def load_parts(out: str, names) -> dict:
 
 
 def environment() -> dict:
-    """Where results came from: the command, the commit ($ENTFLASH_COMMIT, else git), GPU and library versions."""
-    commit = os.environ.get("ENTFLASH_COMMIT")
-    if not commit:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                    cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            commit = ""
-    env = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "commit": commit or "unknown",
-           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__}
-    for lib in ("triton", "transformers"):
-        try:
-            env[lib] = __import__(lib).__version__
-        except ImportError:
-            pass
-    return env
+    """Where results came from: the command, then entflash.bench.env.environment() (GPU, versions, commit, date)
+    and the transformers version."""
+    import transformers
+
+    from entflash.bench.env import environment as versions
+
+    return {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), **versions(),
+            "transformers": transformers.__version__}
 
 
 def write_results(out: str, results: dict, variants, plot) -> bool:

@@ -45,9 +45,10 @@ def _check(q, k, v, res, **kw):
     assert torch.equal(res.support.cpu().long(), ref.support.long())
 
 
-def _call(q, k, v, **kw):
+def _call(q, k, v, options=None, **kw):
     with torch.no_grad():
-        return entflash.entmax_attention(q, k, v, backend="triton", return_stats=True, kernel_options=opts(q), **kw)
+        return entflash.entmax_attention(q, k, v, backend="triton", return_stats=True,
+                                         kernel_options=options or opts(q), **kw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -119,9 +120,7 @@ def test_decode_nonfinite_scores(block_n):
     only chunk is the NaN one (no finite chunk maximum: the row is not empty, it is NaN)."""
     q, k, v = _qkv(1, 2, 1, 2, 40, 16, torch.float32)
     k[0, 0, 39] = float("nan")
-    with torch.no_grad():
-        res = entflash.entmax_attention(q, k, v, alpha=1.5, causal=True, backend="triton", return_stats=True,
-                                        kernel_options=opts(q, decode_block_n=block_n))
+    res = _call(q, k, v, alpha=1.5, causal=True, options=opts(q, decode_block_n=block_n))
     assert torch.isnan(res.out[0, :, 1]).all()  # the last row sees key 39
     assert torch.isfinite(res.out[0, :, 0]).all()  # the row before does not
     _check(q[:, :, :1], k[:, :, :39], v[:, :, :39], _call(q[:, :, :1], k[:, :, :39], v[:, :, :39], alpha=1.5),

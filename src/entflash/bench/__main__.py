@@ -20,35 +20,19 @@ prints a table, and with --plot draws PNGs next to the JSONL.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
 import torch
 
 from . import autotune_cache
+from .env import environment
 from .inputs import make_inputs
 from .methods import ALL_METHODS, get_method
 from .targets import TARGET_CASES, target_report
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(__file__)).stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
-
-
-def _env() -> dict:
-    import triton
-
-    return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-            "commit": os.environ.get("ENTFLASH_COMMIT", _commit()), "date": _dt.date.today().isoformat()}
 
 
 def _bench(fn, grad_to_none=None, rep=100):
@@ -272,7 +256,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("entflash.bench needs a CUDA GPU", file=sys.stderr)
         return 2
-    env = _env()
+    env = environment()
     out = args.out or os.path.join("benchmarks", "results", f"{env['date']}-{env['gpu'].replace(' ', '_')}.jsonl")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     rows = []
