@@ -26,7 +26,7 @@ import torch
 import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import checkpoint, load_parts, resume, save_part, write_results  # noqa: E402
+from parts import add_time_limit, checkpoint, load_parts, out_of_time, resume, save_part, write_results  # noqa: E402
 
 PAD, QUERY = 0, 1
 KEY0, KEYS = 2, 64  # key tokens 2..65 (three per key)
@@ -69,9 +69,10 @@ def train(variant, args, cfg_kw, device):
     g = torch.Generator().manual_seed(1)
     for _ in range(step0):
         make_batch(args.batch, args.length, g)
-    t0 = time.time()
+    t0, done = time.time(), step0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     for step in range(step0, args.steps):
+        done = step + 1
         ids, ans = make_batch(args.batch, args.length, g)
         with autocast:
             logits = answer_logits(model, ids.to(device)).float()
@@ -85,9 +86,13 @@ def train(variant, args, cfg_kw, device):
             rate = (step + 1 - step0) / max(time.time() - t0, 1e-9)
             print(f"{variant}: step {step + 1}/{args.steps} loss {loss.item():.3f} acc {acc:.2f} "
                   f"({rate:.1f} steps/s)", flush=True)
-        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
+        stop = step + 1 < args.steps and out_of_time(t0, args.max_minutes)
+        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps or stop:
             checkpoint(args.out, variant, model, opt, step + 1)
-    return model
+        if stop:
+            print(f"{variant}: stopped at step {step + 1} of {args.steps} (--max-minutes)", flush=True)
+            break
+    return model, done
 
 
 @torch.no_grad()
@@ -142,6 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha-lr", type=float, default=1e-2)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--ckpt-every", type=int, default=500)
+    add_time_limit(ap)
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.quick else "cpu"
     if args.quick:
@@ -157,8 +163,8 @@ def main(argv=None) -> int:
         evals, n_eval = args.eval_lengths or [1024, 4096, 16384, 65536], args.eval_n or 64
     os.makedirs(args.out, exist_ok=True)
     for v in args.variants:
-        model = train(v, args, cfg_kw, device)
-        part = {"accuracy": {}}
+        model, done = train(v, args, cfg_kw, device)
+        part = {"steps": done, "accuracy": {}}
         for n in evals:
             part["accuracy"][str(n)] = accuracy(model, n, n_eval, max(1, 4096 // n) if n > 1024 else 8, device)
             print(f"{v}: accuracy at {n} tokens {part['accuracy'][str(n)]:.2f}", flush=True)
@@ -171,6 +177,7 @@ def main(argv=None) -> int:
                           "positions": "RoPE", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                           "torch": torch.__version__},
                "variants": list(parts),
+               "steps_done": {v: p.get("steps", args.steps) for v, p in parts.items()},
                "accuracy": {v: p["accuracy"] for v, p in parts.items()},
                "alpha": {v: p["alpha"] for v, p in parts.items() if "alpha" in p}}
     write_results(args.out, results, VARIANTS, plot)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -31,6 +32,18 @@ def resume(out: str, name: str, model, opt, device) -> int:
 def checkpoint(out: str, name: str, model, opt, step: int) -> None:
     """Save what resume() loads: model, optimizer and the number of steps done."""
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, os.path.join(out, f"{name}.pt"))
+
+
+def add_time_limit(ap) -> None:
+    """--max-minutes: a variant that has trained that long stops, checkpoints and is evaluated as it is; its part
+    records the steps it reached, so that a full run fits a time-limited machine and says what it did."""
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop a variant's training after this many minutes (evaluated at the step reached; "
+                         "results.json records it as steps_done); a later call with the same --out resumes")
+
+
+def out_of_time(t0: float, max_minutes) -> bool:
+    return max_minutes is not None and time.time() - t0 > 60 * max_minutes
 
 
 def save_part(out: str, name: str, obj) -> None:

@@ -28,7 +28,7 @@ import torch
 import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import checkpoint, load_parts, resume, save_part, write_results  # noqa: E402
+from parts import add_time_limit, checkpoint, load_parts, out_of_time, resume, save_part, write_results  # noqa: E402
 from train_lm import stdlib_bytes  # noqa: E402
 
 MASK = 256
@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--ckpt-every", type=int, default=500)
+    add_time_limit(ap)
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.quick else "cpu"
     if args.quick:
@@ -143,8 +144,9 @@ def main(argv=None) -> int:
         step0 = resume(args.out, v, model, opt, device)
         for _ in range(step0):  # the same batches as an uninterrupted run
             mlm_batch(train_data, args.batch, args.length, g)
-        t0 = time.time()
+        t0, done = time.time(), step0
         for step in range(step0, args.steps):
+            done = step + 1
             inputs, labels = mlm_batch(train_data, args.batch, args.length, g)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
                 loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss
@@ -154,9 +156,13 @@ def main(argv=None) -> int:
             if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
                 print(f"{v}: step {step + 1}/{args.steps} loss {loss.item():.3f} "
                       f"({(step + 1 - step0) / (time.time() - t0):.1f} steps/s)", flush=True)
-            if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
+            stop = step + 1 < args.steps and out_of_time(t0, args.max_minutes)
+            if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps or stop:
                 checkpoint(args.out, v, model, opt, step + 1)
-        part = {"eval": evaluate(model, windows, device)}
+            if stop:
+                print(f"{v}: stopped at step {step + 1} of {args.steps} (--max-minutes)", flush=True)
+                break
+        part = {"eval": evaluate(model, windows, device), "steps": done}
         if v != "softmax":
             with eft.SparsityMonitor(model) as mon, torch.no_grad():
                 for inputs, _, _ in windows:
@@ -172,6 +178,7 @@ def main(argv=None) -> int:
                           "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                           "torch": torch.__version__},
                "variants": list(parts),
+               "steps_done": {v: p.get("steps", args.steps) for v, p in parts.items()},
                "eval": {v: p["eval"] for v, p in parts.items()},
                "sparsity": {v: p["sparsity"] for v, p in parts.items() if "sparsity" in p}}
     write_results(args.out, results, VARIANTS, plot)

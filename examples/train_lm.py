@@ -30,7 +30,7 @@ import torch
 import entflash.integrations.transformers as eft  # registers attn_implementation="entmax"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import checkpoint, load_parts, resume, save_part, write_results  # noqa: E402
+from parts import add_time_limit, checkpoint, load_parts, out_of_time, resume, save_part, write_results  # noqa: E402
 
 VARIANTS = ("softmax", "entmax15", "learned")
 
@@ -77,7 +77,7 @@ def val_loss(model, data, length, n_windows, device):
 
 
 def train(variant, args, cfg_kw, train_data, device, out_dir):
-    """Train one variant (resuming from its checkpoint); returns the model."""
+    """Train one variant (resuming from its checkpoint); returns the model and the steps it has trained."""
     model, alphas = build(variant, cfg_kw, device)
     others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
     opt = torch.optim.AdamW([{"params": others, "lr": args.lr}, {"params": alphas, "lr": args.alpha_lr}],
@@ -87,10 +87,11 @@ def train(variant, args, cfg_kw, train_data, device, out_dir):
     for _ in range(step0):  # the same batches as an uninterrupted run
         next(data)
     sched = lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa: E731
-    t0 = time.time()
+    t0, done = time.time(), step0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu",
                                                                                                       enabled=False)
     for step in range(step0, args.steps):
+        done = step + 1
         for grp in opt.param_groups:
             grp["lr"] = (args.lr if grp["params"] is others else args.alpha_lr) * sched(step)
         x = next(data).to(device)
@@ -103,9 +104,13 @@ def train(variant, args, cfg_kw, train_data, device, out_dir):
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             rate = (step + 1 - step0) / max(time.time() - t0, 1e-9)
             print(f"{variant}: step {step + 1}/{args.steps} loss {loss.item():.3f} ({rate:.1f} steps/s)", flush=True)
-        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
+        stop = step + 1 < args.steps and out_of_time(t0, args.max_minutes)
+        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps or stop:
             checkpoint(out_dir, variant, model, opt, step + 1)
-    return model
+        if stop:
+            print(f"{variant}: stopped at step {step + 1} of {args.steps} (--max-minutes)", flush=True)
+            break
+    return model, done
 
 
 def step_time(variant, cfg_kw, length, device, reps=5):
@@ -168,6 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha-lr", type=float, default=1e-2)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--ckpt-every", type=int, default=500)
+    add_time_limit(ap)
     ap.add_argument("--variants", nargs="*", choices=VARIANTS, default=VARIANTS,
                     help="the variants to train and evaluate (default all; none: only gather results.json)")
     ap.add_argument("--speed-lengths", type=int, nargs="*", default=None, help="lengths of the step-time comparison "
@@ -192,8 +198,8 @@ def main(argv=None) -> int:
           f"{args.steps} steps of {args.batch} x {args.length} bytes; variants {list(args.variants)}", flush=True)
     lengths = [args.length * f for f in (1, 4, 16)]
     for v in args.variants:
-        model = train(v, args, cfg_kw, train_data, device, args.out)
-        part = {"val_loss": {str(n): val_loss(model, val_data, n, max(1, n_val // (n // args.length)), device)
+        model, done = train(v, args, cfg_kw, train_data, device, args.out)
+        part = {"steps": done, "val_loss": {str(n): val_loss(model, val_data, n, max(1, n_val // (n // args.length)), device)
                              for n in lengths}}
         if v != "softmax":
             with eft.SparsityMonitor(model) as mon, torch.no_grad():
@@ -220,6 +226,7 @@ def main(argv=None) -> int:
                           "positions": "RoPE", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                           "torch": torch.__version__},
                "variants": list(runs),
+               "steps_done": {v: p.get("steps", args.steps) for v, p in runs.items()},
                "val_loss": {v: p["val_loss"] for v, p in runs.items()},
                "sparsity": {v: p["sparsity"] for v, p in runs.items() if "sparsity" in p},
                "alpha": {v: p["alpha"] for v, p in runs.items() if "alpha" in p}}
