@@ -102,7 +102,7 @@ def train(device: str = "cuda", steps: Optional[int] = None, context: Optional[i
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if (step + 1) % 500 == 0 or step + 1 == steps:
+        if (step + 1) % 250 == 0 or step + 1 == steps:
             log(f"trained model: step {step + 1}/{steps}, loss {loss.item():.3f}, {time.time() - t0:.0f} s")
     out = out or train_dir()
     model.save_pretrained(out)
