@@ -7,9 +7,12 @@ then answers the same lookup in haystacks up to 64× longer; softmax, entmax α 
 Training resumes from each variant's last checkpoint in --out; the variants can train in separate processes
 (`--variants softmax`, ...) and `--variants` with no names gathers results.json (examples/parts.py).
 
-A sequence is a run of (key, value) pairs, then a query marker and one of the keys; the model must output that
-key's value. Keys are three tokens (262,144 distinct keys, so they do not repeat even at 64k tokens), values one
-of 64 tokens; only the answer is scored. The decoder uses rotary position embeddings (RoPE), whose relative
+A sequence is a run of (key, value) pairs, then 8 lookups: a query marker, one of the keys, and that key's value,
+which the model must predict (multi-query associative recall: eight scored answers per sequence instead of one
+make the task learnable from scratch in minutes). Keys are three tokens (262,144 distinct keys, so they do not
+repeat even at 64k tokens), values one of 64 tokens; only the answers are scored. Training draws each step's
+length from the longest four of 128, 256, ... up to --length (with the same tokens per step), so that the lookup
+is learned on short haystacks first. The decoder uses rotary position embeddings (RoPE), whose relative
 positions exist at every length. Published results with entmax attention (AdaSplash) keep the lookup accurate far
 beyond the training length where softmax degrades: this example measures whether that holds here.
 """
@@ -35,16 +38,31 @@ VOCAB = 130
 VARIANTS = ("softmax", "entmax15", "learned")
 
 
-def make_batch(batch, length, g):
-    """(input ids (batch, length), answers (batch,)): pairs filling the length, then QUERY and a queried key."""
-    n_pairs = (length - 4) // 4
+QUERIES = 8  # lookups at the end of every sequence (each one scored)
+
+
+def make_batch(batch, length, g, queries=QUERIES):
+    """(input ids (batch, length), answer positions (queries,), answers (batch, queries)): pairs filling the
+    length, then `queries` lookups (QUERY, a key of the haystack, its value); the model is scored on each value,
+    predicted from the position of the key's last token."""
+    n_pairs = (length - 5 * queries) // 4
     keys = torch.randint(0, KEYS, (batch, n_pairs, 3), generator=g) + KEY0
     vals = torch.randint(0, VALS, (batch, n_pairs, 1), generator=g) + VAL0
     seq = torch.cat([keys, vals], -1).reshape(batch, -1)
-    pick = torch.randint(0, n_pairs, (batch,), generator=g)
-    q = keys[torch.arange(batch), pick]
-    ids = torch.cat([torch.full((batch, length - seq.shape[1] - 4), PAD), seq, torch.full((batch, 1), QUERY), q], 1)
-    return ids, vals[torch.arange(batch), pick, 0]
+    pick = torch.stack([torch.randperm(n_pairs, generator=g)[:queries] for _ in range(batch)])
+    rows = torch.arange(batch)[:, None]
+    ans = vals[rows, pick, 0]
+    lookups = torch.cat([torch.full((batch, queries, 1), QUERY), keys[rows, pick], ans[..., None]], -1)
+    ids = torch.cat([torch.full((batch, length - seq.shape[1] - 5 * queries), PAD), seq, lookups.reshape(batch, -1)],
+                    1)
+    pos = length - 5 * queries + 3 + 5 * torch.arange(queries)  # each lookup's last key token
+    return ids, pos, ans
+
+
+def train_lengths(length):
+    """The lengths a training step draws from (the same number of tokens per step): a curriculum up to `length`,
+    so that the lookup is learned on short haystacks first and seen at every scale up to the training length."""
+    return [n for n in (128, 256, 512, 1024, 2048, 4096) if n < length][-3:] + [length]
 
 
 def build(variant, cfg_kw, device):
@@ -57,26 +75,35 @@ def build(variant, cfg_kw, device):
     return model, alphas
 
 
-def answer_logits(model, ids):
-    return model(input_ids=ids).logits[:, -1]
+def answer_logits(model, ids, pos):
+    return model(input_ids=ids).logits[:, pos]
 
 
 def train(variant, args, cfg_kw, device):
     model, alphas = build(variant, cfg_kw, device)
     others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
     opt = torch.optim.AdamW([{"params": others, "lr": args.lr}, {"params": alphas, "lr": args.alpha_lr}])
+    warmup = lambda s: min(1.0, (s + 1) / 200)  # noqa: E731
     step0 = resume(args.out, variant, model, opt, device)
     g = torch.Generator().manual_seed(1)
-    for _ in range(step0):
-        make_batch(args.batch, args.length, g)
+    lengths = train_lengths(args.length)
+
+    def batch():
+        n = lengths[int(torch.randint(0, len(lengths), (1,), generator=g))]
+        return make_batch(max(1, args.batch * args.length // n), n, g)
+
+    for _ in range(step0):  # the same batches as an uninterrupted run
+        batch()
     t0, done = time.time(), step0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     for step in range(step0, args.steps):
         done = step + 1
-        ids, ans = make_batch(args.batch, args.length, g)
+        for grp in opt.param_groups:
+            grp["lr"] = (args.lr if grp["params"] is others else args.alpha_lr) * warmup(step)
+        ids, pos, ans = batch()
         with autocast:
-            logits = answer_logits(model, ids.to(device)).float()
-        loss = torch.nn.functional.cross_entropy(logits, ans.to(device))
+            logits = answer_logits(model, ids.to(device), pos.to(device)).float()
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ans.flatten().to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -102,13 +129,13 @@ def accuracy(model, length, n, batch, device):
     right = 0
     done = 0
     while done < n:
-        b = min(batch, n - done)
-        ids, ans = make_batch(b, length, g)
+        b = max(1, min(batch, (n - done) // QUERIES))
+        ids, pos, ans = make_batch(b, length, g)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-            right += (answer_logits(model, ids.to(device)).argmax(-1).cpu() == ans).sum().item()
-        done += b
+            right += (answer_logits(model, ids.to(device), pos.to(device)).argmax(-1).cpu() == ans).sum().item()
+        done += ans.numel()
     model.train()
-    return right / n
+    return right / done
 
 
 def plot(results, path):
@@ -140,7 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--length", type=int, default=None, help="training length (tokens)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--eval-lengths", type=int, nargs="+", default=None)
-    ap.add_argument("--eval-n", type=int, default=None, help="queries per evaluation length")
+    ap.add_argument("--eval-n", type=int, default=None, help="lookups per evaluation length (8 per sequence)")
     ap.add_argument("--variants", nargs="*", choices=VARIANTS, default=VARIANTS,
                     help="the variants to train and evaluate (default all; none: only gather results.json)")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -153,8 +180,8 @@ def main(argv=None) -> int:
     if args.quick:
         cfg_kw = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096)
-        args.steps, args.length, args.batch = args.steps or 60, args.length or 64, args.batch or 16
-        evals, n_eval = args.eval_lengths or [64, 256, 1024], args.eval_n or 8
+        args.steps, args.length, args.batch = args.steps or 60, args.length or 128, args.batch or 16
+        evals, n_eval = args.eval_lengths or [128, 512, 2048], args.eval_n or 16
         args.log_every = min(args.log_every, 25)
     else:
         cfg_kw = dict(vocab_size=VOCAB, hidden_size=256, intermediate_size=768, num_hidden_layers=4,

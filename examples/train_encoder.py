@@ -18,6 +18,7 @@ whole identifier). Also reported: the SparsityMonitor's sparsity per layer of th
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -147,6 +148,9 @@ def main(argv=None) -> int:
         t0, done = time.time(), step0
         for step in range(step0, args.steps):
             done = step + 1
+            # warm-up, then cosine decay: post-norm BERT at a constant rate stays at the byte frequencies
+            for grp in opt.param_groups:
+                grp["lr"] = args.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
             inputs, labels = mlm_batch(train_data, args.batch, args.length, g)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
                 loss = model(input_ids=inputs.to(device), labels=labels.to(device)).loss

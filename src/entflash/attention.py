@@ -12,6 +12,13 @@ whenever that gives the documented semantics: no return_stats (SDPA does not
 return τ), no key_padding_mask, Nk > 0 and, for causal, Nq <= Nk (rows with no
 visible key must output 0, where SDPA gives NaN). Other α = 1 calls, and
 backend="triton", run entflash's own softmax kernels.
+
+Under torch.autocast, query, key and value are cast to the autocast dtype of
+their device first, as autocast does for scaled_dot_product_attention: in a
+model, rotary embeddings computed in float32 make q and k float32, and the
+kernels' float32 dots are several times slower than bf16 ones (a 6-layer
+decoder's training step at 8k tokens: 357 ms against 22 ms for sdpa, see
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -27,6 +34,17 @@ from .validation import (
     check_kernel_inputs, check_kernel_options, check_key_padding_mask, check_max_seqlen, check_qkv, check_scale,
     check_window,
 )
+
+
+def _autocast(q, k, v):
+    """q, k, v in the autocast dtype of their device when autocast is on there (floating tensors only)."""
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        return q, k, v
+    dev = q.device.type
+    if not torch.is_autocast_enabled(dev) or not all(t.is_floating_point() for t in (q, k, v)):
+        return q, k, v
+    dt = torch.get_autocast_dtype(dev)
+    return q.to(dt), k.to(dt), v.to(dt)
 
 
 def entmax_attention(
@@ -65,6 +83,7 @@ def entmax_attention(
     (out, tau, support) named tuple: tau (B, H, Nq) float32, support
     (B, H, Nq) int32.
     """
+    q, k, v = _autocast(q, k, v)
     check_qkv(q, k, v, 4, "(batch, heads, seq, head_dim)")
     B, H, Nq, D = q.shape
     Bk, Hkv, Nk, _ = k.shape
@@ -167,6 +186,7 @@ def entmax_attention_varlen(
     int32 offsets on the inputs' device that start at 0, never decrease, end at
     the totals and differ by at most max_seqlen_q / max_seqlen_k.
     """
+    q, k, v = _autocast(q, k, v)
     check_qkv(q, k, v, 3, "(total_tokens, heads, head_dim)")
     H, D = q.shape[1], q.shape[2]
     Hkv = k.shape[1]

@@ -170,7 +170,7 @@ def _forward(name, module, query, key, value, attention_mask, dropout=0.0, scali
              sliding_window=None, **kwargs):
     _check_unsupported(name, module, kwargs)
     alpha = _alpha(module, kwargs, name, query.device)
-    key, value = key.to(query.dtype), value.to(query.dtype)
+    key, value = key.to(query.dtype), value.to(query.dtype)  # entmax_attention casts all three under autocast
     B, H, Nq, D = query.shape
     causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
     window = None
