@@ -32,30 +32,35 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parts import add_time_limit, checkpoint, load_parts, out_of_time, resume, save_part, write_results  # noqa: E402
 
 PAD, QUERY = 0, 1
-KEY0, KEYS = 2, 64  # key tokens 2..65 (three per key)
-VAL0, VALS = 66, 64  # value tokens 66..129
-VOCAB = 130
-VARIANTS = ("softmax", "entmax15", "learned")
-
-
+KEY0, KEYS = 2, 256  # key tokens 2..257
+VAL0, VALS = 258, 64  # value tokens 258..321
+FILL0, FILLS = 322, 64  # haystack filler tokens 322..385
+VOCAB = 386
+PAIRS = 16  # key-value pairs hidden in every haystack
 QUERIES = 8  # lookups at the end of every sequence (each one scored)
 
 
-def make_batch(batch, length, g, queries=QUERIES):
-    """(input ids (batch, length), answer positions (queries,), answers (batch, queries)): pairs filling the
-    length, then `queries` lookups (QUERY, a key of the haystack, its value); the model is scored on each value,
-    predicted from the position of the key's last token."""
-    n_pairs = (length - 5 * queries) // 4
-    keys = torch.randint(0, KEYS, (batch, n_pairs, 3), generator=g) + KEY0
-    vals = torch.randint(0, VALS, (batch, n_pairs, 1), generator=g) + VAL0
-    seq = torch.cat([keys, vals], -1).reshape(batch, -1)
-    pick = torch.stack([torch.randperm(n_pairs, generator=g)[:queries] for _ in range(batch)])
+def make_batch(batch, length, g, pairs=PAIRS, queries=QUERIES):
+    """(input ids (batch, length), answer positions (queries,), answers (batch, queries)).
+
+    A haystack of random filler tokens with `pairs` (key, value) pairs at random places (distinct keys), then
+    `queries` lookups (QUERY, one of the keys, its value): the model is scored on each value, predicted at the
+    position of its key. Longer sequences hold the same pairs in more filler."""
+    slots = (length - 3 * queries) // 2
+    if slots < pairs:
+        raise ValueError(f"needle: length {length} is too short for {pairs} pairs and {queries} lookups")
+    ids = torch.randint(0, FILLS, (batch, length), generator=g) + FILL0
+    keys = torch.stack([torch.randperm(KEYS, generator=g)[:pairs] for _ in range(batch)]) + KEY0
+    vals = torch.randint(0, VALS, (batch, pairs), generator=g) + VAL0
+    where = torch.stack([torch.randperm(slots, generator=g)[:pairs] for _ in range(batch)]) * 2
     rows = torch.arange(batch)[:, None]
-    ans = vals[rows, pick, 0]
-    lookups = torch.cat([torch.full((batch, queries, 1), QUERY), keys[rows, pick], ans[..., None]], -1)
-    ids = torch.cat([torch.full((batch, length - seq.shape[1] - 5 * queries), PAD), seq, lookups.reshape(batch, -1)],
-                    1)
-    pos = length - 5 * queries + 3 + 5 * torch.arange(queries)  # each lookup's last key token
+    ids[rows, where] = keys
+    ids[rows, where + 1] = vals
+    pick = torch.stack([torch.randperm(pairs, generator=g)[:queries] for _ in range(batch)])
+    ans = vals[rows, pick]
+    lookups = torch.stack([torch.full_like(ans, QUERY), keys[rows, pick], ans], -1).reshape(batch, -1)
+    ids[:, length - 3 * queries:] = lookups
+    pos = length - 3 * queries + 1 + 3 * torch.arange(queries)  # each lookup's key
     return ids, pos, ans
 
 

@@ -286,3 +286,25 @@ def test_nan_and_inf_scores_torch_path():
     out = entflash.entmax_attention(q, k, v, backend="torch")
     assert torch.isnan(out[0, 0, 2]).all()
     assert torch.isfinite(out[0, 0, [0, 1, 3, 5]]).all()
+
+
+def test_autocast_casts_inputs_like_sdpa():
+    """Under torch.autocast the inputs run in the autocast dtype (mixed float32 / bfloat16 inputs, as a model's
+    rotary embeddings leave them, are accepted), and the gradients reach the float32 inputs in float32."""
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 3, 19, 16, generator=g) for _ in range(3))
+    q.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = entflash.entmax_attention(q, k.bfloat16(), v, causal=True)
+    assert out.dtype == torch.bfloat16
+    ref = entflash.entmax_attention(q.detach().bfloat16(), k.bfloat16(), v.bfloat16(), causal=True)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.float().sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.float32 and torch.isfinite(q.grad).all()
+    cu = torch.tensor([0, 7, 19], dtype=torch.int32)
+    qv, kv, vv = (t[0].transpose(0, 1).contiguous() for t in (q.detach(), k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        packed = entflash.entmax_attention_varlen(qv, kv, vv, cu, cu, 12, 12, causal=True)
+    assert packed.dtype == torch.bfloat16
+    # outside autocast nothing is cast
+    assert entflash.entmax_attention(q.detach(), k, v).dtype == torch.float32

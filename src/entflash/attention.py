@@ -23,6 +23,7 @@ docs/performance.md).
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple, Union
 
 import torch
@@ -36,17 +37,25 @@ from .validation import (
 )
 
 
-def _autocast(q, k, v):
-    """q, k, v in the autocast dtype of their device when autocast is on there (floating tensors only)."""
-    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
-        return q, k, v
-    dev = q.device.type
-    if not torch.is_autocast_enabled(dev) or not all(t.is_floating_point() for t in (q, k, v)):
-        return q, k, v
-    dt = torch.get_autocast_dtype(dev)
-    return q.to(dt), k.to(dt), v.to(dt)
+def _autocast(fn):
+    """Run `fn` on q, k, v in the autocast dtype of their device when autocast is on there (floating inputs only),
+    with autocast off inside, so that the call computes what the same call outside autocast on inputs of that
+    dtype computes (the torch path's float32 products are not cast down again)."""
+
+    @functools.wraps(fn)
+    def call(q, k, v, *args, **kwargs):
+        tensors = all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (q, k, v))
+        if not tensors or not torch.is_autocast_enabled(q.device.type):
+            return fn(q, k, v, *args, **kwargs)
+        dev = q.device.type
+        dt = torch.get_autocast_dtype(dev)
+        with torch.autocast(dev, enabled=False):
+            return fn(q.to(dt), k.to(dt), v.to(dt), *args, **kwargs)
+
+    return call
 
 
+@_autocast
 def entmax_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -83,7 +92,6 @@ def entmax_attention(
     (out, tau, support) named tuple: tau (B, H, Nq) float32, support
     (B, H, Nq) int32.
     """
-    q, k, v = _autocast(q, k, v)
     check_qkv(q, k, v, 4, "(batch, heads, seq, head_dim)")
     B, H, Nq, D = q.shape
     Bk, Hkv, Nk, _ = k.shape
@@ -148,6 +156,7 @@ def _sdpa(q, k, v, causal, scale, gqa):
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
 
 
+@_autocast
 def entmax_attention_varlen(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -186,7 +195,6 @@ def entmax_attention_varlen(
     int32 offsets on the inputs' device that start at 0, never decrease, end at
     the totals and differ by at most max_seqlen_q / max_seqlen_k.
     """
-    q, k, v = _autocast(q, k, v)
     check_qkv(q, k, v, 3, "(total_tokens, heads, head_dim)")
     H, D = q.shape[1], q.shape[2]
     Hkv = k.shape[1]
