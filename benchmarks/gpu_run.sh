@@ -5,7 +5,7 @@
 #
 #   tests     the GPU suite (the gpu-marked tests, and the CPU tests of masks, dropout and the transformers
 #             integration, which run on CUDA when it is there; $GPU_TESTS) as four pytest processes that compile
-#             on separate cores (a cold Triton cache makes one process spend minutes compiling) -> gpu_tests_<n>.txt
+#             on separate cores (a cold Triton cache makes one process spend minutes compiling) -> gpu_tests.txt
 #   property  the slow GPU tests (hypothesis property test)                      -> gpu_property.txt
 #   bench     python -m entflash.bench [bench args]                              -> bench.jsonl, bench.txt
 #   errors    python -m entflash.bench --errors                                  -> errors.jsonl, errors.txt
@@ -46,7 +46,10 @@ for step in $steps; do
         (timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "not slow" -q -rf -p no:cacheprovider "${part[@]}" \
            > "$OUT/gpu_tests_$i.txt" 2>&1; echo "exit $?" >> "$OUT/gpu_tests_$i.txt") &
       done
-      wait; tail -n 3 "$OUT"/gpu_tests_*.txt ;;
+      wait; tail -n 3 "$OUT"/gpu_tests_*.txt
+      # one file: the device returns a few files per call
+      for i in 0 1 2 3; do echo "=== process $i"; cat "$OUT/gpu_tests_$i.txt"; done > "$OUT/gpu_tests.txt"
+      rm -f "$OUT"/gpu_tests_[0-3].txt ;;
     property) timeout ${PROP_TIMEOUT:-330} python3 -m pytest -m "gpu and slow" -q -rf -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_property.txt" ;;
     bench) timeout ${BENCH_TIMEOUT:-300} python3 -m entflash.bench --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
     errors) timeout ${ERR_TIMEOUT:-240} python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
@@ -69,7 +72,7 @@ for step in $steps; do
 done
 # the compared libraries' autotuning choices the bench recorded (bench/autotune_cache.py): commit them under
 # benchmarks/autotune/ so that later sweeps restore instead of re-tuning
-cp benchmarks/autotune/*.json "$OUT/" 2>/dev/null || true
+case " $steps " in *" bench "*) cp benchmarks/autotune/*.json "$OUT/" 2>/dev/null || true ;; esac
 if [ "${TCACHE_SAVE:-0}" = 1 ]; then
   tar -czf "$OUT/tcache.tgz" -C "$TRITON_CACHE_DIR" . && ls -l "$OUT/tcache.tgz"
 fi

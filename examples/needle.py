@@ -7,12 +7,13 @@ then answers the same lookup in haystacks up to 64× longer; softmax, entmax α 
 Training resumes from each variant's last checkpoint in --out; the variants can train in separate processes
 (`--variants softmax`, ...) and `--variants` with no names gathers results.json (examples/parts.py).
 
-A sequence is a run of (key, value) pairs, then 8 lookups: a query marker, one of the keys, and that key's value,
-which the model must predict (multi-query associative recall: eight scored answers per sequence instead of one
-make the task learnable from scratch in minutes). Keys are three tokens (262,144 distinct keys, so they do not
-repeat even at 64k tokens), values one of 64 tokens; only the answers are scored. Training draws each step's
-length from the longest four of 128, 256, ... up to --length (with the same tokens per step), so that the lookup
-is learned on short haystacks first. The decoder uses rotary position embeddings (RoPE), whose relative
+A sequence is a haystack of random filler tokens with 16 (key, value) pairs at random places (keys distinct, one
+token of 256; values one of 64), then 8 lookups: a query marker, one of the keys, and that key's value, which the
+model must predict (eight scored answers per sequence: with one answer, or with a haystack made only of pairs
+and three-token keys, a softmax model had not started to learn after 2000 steps). Longer sequences hold the same
+16 pairs in more filler: what grows is the distraction, as in a needle-in-a-haystack test. Training draws each
+step's length from the longest four of 128, 256, ... up to --length (with the same tokens per step), so that the
+lookup is learned on short haystacks first. The decoder uses rotary position embeddings (RoPE), whose relative
 positions exist at every length. Published results with entmax attention (AdaSplash) keep the lookup accurate far
 beyond the training length where softmax degrades: this example measures whether that holds here.
 """
@@ -38,6 +39,7 @@ FILL0, FILLS = 322, 64  # haystack filler tokens 322..385
 VOCAB = 386
 PAIRS = 16  # key-value pairs hidden in every haystack
 QUERIES = 8  # lookups at the end of every sequence (each one scored)
+VARIANTS = ("softmax", "entmax15", "learned")
 
 
 def make_batch(batch, length, g, pairs=PAIRS, queries=QUERIES):
