@@ -7,8 +7,10 @@
 #   bash examples/run_full.sh [train_lm] [needle] [encoder]        (default: all three)
 #
 # Results and one log per process go to ${RESULTS:-examples/results}/<example>/. Extra arguments of an example:
-# TRAIN_LM_ARGS, NEEDLE_ARGS, ENCODER_ARGS (e.g. TRAIN_LM_ARGS="--steps 1500"); SPEED_LENGTHS (default
-# "8192 16384"; empty skips the step times); EX_TIMEOUT stops any process still running after that many seconds.
+# TRAIN_LM_ARGS, NEEDLE_ARGS, ENCODER_ARGS (e.g. TRAIN_LM_ARGS="--steps 1500 --max-minutes 6": a variant
+# still training after 6 minutes stops, is evaluated where it is and says so in results.json); SPEED_LENGTHS
+# (default "8192 16384"; empty skips the step times); EX_TIMEOUT stops any process still running after that
+# many seconds.
 set -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}

@@ -170,7 +170,11 @@ def _forward(name, module, query, key, value, attention_mask, dropout=0.0, scali
              sliding_window=None, **kwargs):
     _check_unsupported(name, module, kwargs)
     alpha = _alpha(module, kwargs, name, query.device)
-    key, value = key.to(query.dtype), value.to(query.dtype)  # entmax_attention casts all three under autocast
+    dev = query.device.type
+    # under autocast, the dtype entmax_attention computes in (rotary embeddings leave q and k float32), so that the
+    # SparsityMonitor's statistics come from the same inputs as the output
+    dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else query.dtype
+    query, key, value = query.to(dt), key.to(dt), value.to(dt)
     B, H, Nq, D = query.shape
     causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
     window = None
