@@ -199,7 +199,8 @@ def main(argv=None) -> int:
     lengths = [args.length * f for f in (1, 4, 16)]
     for v in args.variants:
         model, done = train(v, args, cfg_kw, train_data, device, args.out)
-        part = {"steps": done, "val_loss": {str(n): val_loss(model, val_data, n, max(1, n_val // (n // args.length)), device)
+        part = {"steps": done,
+                "val_loss": {str(n): val_loss(model, val_data, n, max(1, n_val // (n // args.length)), device)
                              for n in lengths}}
         if v != "softmax":
             with eft.SparsityMonitor(model) as mon, torch.no_grad():

@@ -308,3 +308,12 @@ def test_autocast_casts_inputs_like_sdpa():
     assert packed.dtype == torch.bfloat16
     # outside autocast nothing is cast
     assert entflash.entmax_attention(q.detach(), k, v).dtype == torch.float32
+
+
+def test_autocast_leaves_float64_alone():
+    """As autocast does for SDPA, float64 inputs are not cast (a float64 call under autocast stays float64)."""
+    q, k, v = (torch.randn(1, 2, 9, 8, dtype=torch.float64) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = entflash.entmax_attention(q, k, v)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, entflash.entmax_attention(q, k, v), rtol=0, atol=0)

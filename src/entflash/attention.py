@@ -37,20 +37,33 @@ from .validation import (
 )
 
 
+def autocast_inputs(*tensors):
+    """The tensors in the autocast dtype of their device when autocast is on there, as autocast casts the inputs
+    of scaled_dot_product_attention: floating tensors other than float64 (which autocast leaves alone)."""
+    ts = [t for t in tensors if isinstance(t, torch.Tensor)]
+    if not ts or not torch.is_autocast_enabled(ts[0].device.type):
+        return tensors
+    dt = torch.get_autocast_dtype(ts[0].device.type)
+
+    def cast(t):
+        eligible = isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
+        return t.to(dt) if eligible else t
+
+    return tuple(cast(t) for t in tensors)
+
+
 def _autocast(fn):
-    """Run `fn` on q, k, v in the autocast dtype of their device when autocast is on there (floating inputs only),
-    with autocast off inside, so that the call computes what the same call outside autocast on inputs of that
-    dtype computes (the torch path's float32 products are not cast down again)."""
+    """Run `fn` on q, k, v cast by autocast_inputs, with autocast off inside, so that the call computes what the
+    same call outside autocast on inputs of that dtype computes (the torch path's float32 products are not cast
+    down again)."""
 
     @functools.wraps(fn)
     def call(q, k, v, *args, **kwargs):
-        tensors = all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (q, k, v))
-        if not tensors or not torch.is_autocast_enabled(q.device.type):
+        if not isinstance(q, torch.Tensor) or not torch.is_autocast_enabled(q.device.type):
             return fn(q, k, v, *args, **kwargs)
-        dev = q.device.type
-        dt = torch.get_autocast_dtype(dev)
-        with torch.autocast(dev, enabled=False):
-            return fn(q.to(dt), k.to(dt), v.to(dt), *args, **kwargs)
+        q, k, v = autocast_inputs(q, k, v)
+        with torch.autocast(q.device.type, enabled=False):
+            return fn(q, k, v, *args, **kwargs)
 
     return call
 

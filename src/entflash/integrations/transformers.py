@@ -39,7 +39,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ..attention import entmax_attention, entmax_attention_varlen
+from ..attention import autocast_inputs, entmax_attention, entmax_attention_varlen
 from ..entmax import entmax
 from ..reference import visible
 
@@ -170,11 +170,10 @@ def _forward(name, module, query, key, value, attention_mask, dropout=0.0, scali
              sliding_window=None, **kwargs):
     _check_unsupported(name, module, kwargs)
     alpha = _alpha(module, kwargs, name, query.device)
-    dev = query.device.type
-    # under autocast, the dtype entmax_attention computes in (rotary embeddings leave q and k float32), so that the
-    # SparsityMonitor's statistics come from the same inputs as the output
-    dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else query.dtype
-    query, key, value = query.to(dt), key.to(dt), value.to(dt)
+    # under autocast, the inputs entmax_attention computes on (rotary embeddings leave q and k float32), so that
+    # the SparsityMonitor's statistics come from the same inputs as the output
+    query, key, value = autocast_inputs(query, key, value)
+    key, value = key.to(query.dtype), value.to(query.dtype)
     B, H, Nq, D = query.shape
     causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
     window = None
