@@ -17,9 +17,10 @@
 #
 # Wheels in ./.whl (e.g. adasplash, for the side-by-side rows) are installed first. Set ENTFLASH_COMMIT to the
 # working tree's commit: the device copy's git metadata may be stale. TCACHE_SAVE=1 returns Triton's cache as
-# $OUT/tcache.tgz; a carried ./.tcache.tgz starts the next call warm.
+# $OUT/tcache.tgz; a carried ./.tcache.tgz starts the next call warm. PACK=1 leaves one archive, $OUT/out.tgz, of
+# everything written under $OUT (a device call returns at most eight files).
 set -o pipefail
-case "${1:-}" in -h|--help) sed -n "2,20p" "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n "2,21p" "$0"; exit 0 ;; esac
 steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -75,4 +76,7 @@ done
 case " $steps " in *" bench "*) cp benchmarks/autotune/*.json "$OUT/" 2>/dev/null || true ;; esac
 if [ "${TCACHE_SAVE:-0}" = 1 ]; then
   tar -czf "$OUT/tcache.tgz" -C "$TRITON_CACHE_DIR" . && ls -l "$OUT/tcache.tgz"
+fi
+if [ "${PACK:-0}" = 1 ]; then
+  tar -czf /tmp/gpu_run_pack.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/gpu_run_pack.tgz "$OUT/out.tgz"
 fi
