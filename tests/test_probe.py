@@ -41,6 +41,7 @@ def test_probe_reports_per_layer_and_head(tiny_llama, tmp_path, capsys):
             assert len(r["support"]) == 4 and all(0 <= z <= 1 for z in r["zero_fraction"])
         assert e["mean"]["zero_fraction"] > 0.1  # α = 1.5 on large scores: sparse
     assert rep["alpha"] == [[1.5] * 4, [1.5] * 4]
+    assert rep["dtype"] == "float32"  # the default on the CPU
     printed = capsys.readouterr().out
     assert "exactly-zero weights" in printed and "report:" in printed
     pytest.importorskip("matplotlib")
@@ -59,3 +60,17 @@ def test_probe_errors(tiny_llama, tmp_path, capsys):
     assert "shorter than the requested length 64" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["probe", "--help"])
+
+
+def test_probe_dtype(tiny_llama, tmp_path):
+    """--dtype runs the model in that dtype (bfloat16 is the default on a GPU) and the report says which."""
+    text = tmp_path / "t.txt"
+    text.write_text("import os\nprint(os.getcwd())\n" * 20)
+    out = tmp_path / "r.json"
+    assert main(["probe", tiny_llama, str(text), "--lengths", "64", "--samples", "1", "--out", str(out), "--plots",
+                 "none", "--dtype", "bfloat16"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["dtype"] == "bfloat16"
+    assert all(0 <= z <= 1 for r in rep["lengths"][0]["layers"] for z in r["zero_fraction"])
+    with pytest.raises(SystemExit):
+        main(["probe", tiny_llama, str(text), "--dtype", "float64"])

@@ -11,6 +11,8 @@ import torch
 
 from . import default_baseline, estimate_speed, load_model, read_text, tokenize
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def _progress(items, desc):
     try:
@@ -76,12 +78,16 @@ def main(argv=None) -> int:
     ap.add_argument("--measure", action="store_true", help="measure the model's forward with entmax and with sdpa "
                     "on the GPU instead of estimating")
     ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ap.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                    help="the dtype the model runs in (default: bfloat16 on a GPU, as models are served and as the "
+                         "benchmark baseline was measured; float32 on the CPU)")
     args = ap.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
     if args.measure and device != "cuda":
         ap.error("--measure needs a CUDA GPU")
     try:
-        model = load_model(args.model, args.alpha, device)
+        model = load_model(args.model, args.alpha, device).to(dtype)
         text = read_text(args.text)
         passages = tokenize(args.model, text, model.config.vocab_size)
     except (FileNotFoundError, ValueError, TypeError) as e:
@@ -102,6 +108,7 @@ def main(argv=None) -> int:
     if baseline and not args.measure:
         baseline_rows = [json.loads(line) for line in open(baseline) if line.strip()]
     report = {"model": args.model, "text": args.text, "tokens": len(ids), "tokenization": passages.source,
+              "dtype": str(dtype).replace("torch.", ""),
               "alpha": eft.learned_alpha(model), "lengths": []}
     print(f"entflash probe: {type(model).__name__}, {len(mods)} attention layers, {len(ids)} tokens of text "
           f"({passages.source})")
@@ -116,7 +123,7 @@ def main(argv=None) -> int:
         entry["mean"] = {k: mean(k) for k in ("support", "zero_fraction", "block_sparsity")}
         if args.measure:
             x = torch.tensor([ids[:n]], device=device)
-            sdpa = type(model).from_pretrained(args.model, attn_implementation="sdpa").to(device).eval()
+            sdpa = type(model).from_pretrained(args.model, attn_implementation="sdpa").to(device, dtype).eval()
             t_e, t_s = _time_forward(model, x), _time_forward(sdpa, x)
             entry["speed"] = {"entmax_ms": t_e, "sdpa_ms": t_s, "ratio": t_e / t_s,
                               "gpu": torch.cuda.get_device_name(), "measured": True}
