@@ -56,8 +56,8 @@ def make_batch(batch, length, g, pairs=PAIRS, queries=QUERIES):
     vals = torch.randint(0, VALS, (batch, pairs), generator=g) + VAL0
     where = torch.stack([torch.randperm(slots, generator=g)[:pairs] for _ in range(batch)]) * 2
     rows = torch.arange(batch)[:, None]
-    ids[rows, where] = vals
-    ids[rows, where + 1] = keys
+    ids[rows, where] = keys
+    ids[rows, where + 1] = vals
     pick = torch.stack([torch.randperm(pairs, generator=g)[:queries] for _ in range(batch)])
     ans = vals[rows, pick]
     lookups = torch.stack([torch.full_like(ans, QUERY), keys[rows, pick], ans], -1).reshape(batch, -1)
