@@ -9,13 +9,13 @@ Training resumes from each variant's last checkpoint in --out; the variants can 
 
 A sequence is a haystack of random filler tokens with 16 (key, value) pairs at random places (keys distinct, one
 token of 256; values one of 64), then 8 lookups: a query marker, one of the keys, and that key's value, which the
-model must predict (eight scored answers per sequence: with one, a softmax model of the full size stayed at
-chance after 2000 steps at length 1024). Longer sequences hold the same
-16 pairs in more filler: what grows is the distraction, as in a needle-in-a-haystack test. Training draws each
-step's length from the longest four of 128, 256, ... up to --length (with the same tokens per step), so that the
-lookup is learned on short haystacks first. The decoder uses rotary position embeddings (RoPE), whose relative
-positions exist at every length. Published results with entmax attention (AdaSplash) keep the lookup accurate far
-beyond the training length where softmax degrades: this example measures whether that holds here.
+model must predict (eight scored answers per sequence: with one, a softmax model of the full size stayed at chance
+after 2000 steps at length 1024). Longer sequences hold the same 16 pairs in more filler: what grows is the
+distraction, as in a needle-in-a-haystack test. Training draws each step's length from the longest four of 128, 256,
+... up to --length (with the same tokens per step), so that the lookup is learned on short haystacks first. The
+decoder uses rotary position embeddings (RoPE), whose relative positions exist at every length. Published results
+with entmax attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades:
+this example measures whether that holds here.
 """
 
 from __future__ import annotations
