@@ -311,3 +311,32 @@ def test_dropout_only_in_training():
     c = _out(model, ids, mask)
     assert (c - a).abs().max() > 1e-4
     assert math.isfinite(c.float().sum().item())
+
+
+def test_autocast_runs_attention_in_the_autocast_dtype():
+    """Under torch.autocast a Llama's rotary embeddings leave q and k float32; the "entmax" attention computes on
+    them cast to the autocast dtype, exactly as entmax_attention on those cast inputs outside autocast (what
+    autocast does for sdpa), and its output has that dtype."""
+    import entflash
+
+    seen = []
+
+    def capture(module, query, key, value, attention_mask, **kwargs):
+        out, w = eft.entmax_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        seen.append((query.detach(), key.detach(), value.detach(), attention_mask, out.detach()))
+        return out, w
+
+    AttentionInterface.register("entmax_autocast_test", capture)
+    AttentionMaskInterface.register("entmax_autocast_test", eft.entmax_mask)
+    model = build("llama", "entmax_autocast_test")
+    ids, _ = _batch(left=False)
+    dev = ids.device.type
+    with torch.no_grad(), torch.autocast(dev, dtype=torch.bfloat16):
+        logits = _out(model, ids)
+    assert torch.isfinite(logits).all()
+    assert len(seen) == LM["num_hidden_layers"]
+    assert any(q.dtype == torch.float32 for q, *_ in seen)  # what the model hands over under autocast
+    for q, k, v, mask, out in seen:
+        assert mask is None and out.dtype == torch.bfloat16
+        ref = entflash.entmax_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=True).transpose(1, 2)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
