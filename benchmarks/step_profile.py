@@ -2,10 +2,10 @@
 train_lm example's model at N tokens, entmax α = 1.5 against sdpa, and entflash's own fwd+bwd on inputs whose
 scores are nearly uniform (a freshly initialised model) against unit-variance random ones.
 
-    PYTHONPATH=src python benchmarks/step_profile.py [N]
+    PYTHONPATH=src python benchmarks/step_profile.py [--n N]
 """
 
-import sys
+import argparse
 import time
 
 import torch
@@ -33,7 +33,9 @@ def timed(fn, reps=3):
 
 
 def main():
-    N = int(sys.argv[1]) if len(sys.argv) > 1 else 8192
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=8192, help="tokens of the step")
+    N = ap.parse_args().n
     cfg = LlamaConfig(vocab_size=256, hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
                       num_attention_heads=6, num_key_value_heads=6, max_position_embeddings=N)
     x = torch.randint(0, 256, (1, N), device="cuda")
