@@ -42,8 +42,15 @@ def add_time_limit(ap) -> None:
                          "results.json records it as steps_done); a later call with the same --out resumes")
 
 
-def out_of_time(t0: float, max_minutes) -> bool:
-    return max_minutes is not None and time.time() - t0 > 60 * max_minutes
+def end_step(args, out: str, name: str, model, opt, done: int, t0: float) -> bool:
+    """After `done` steps of training that began at time t0: checkpoint every args.ckpt_every steps, at the last
+    step and when args.max_minutes has run out; True when training must stop early."""
+    stop = done < args.steps and args.max_minutes is not None and time.time() - t0 > 60 * args.max_minutes
+    if done % args.ckpt_every == 0 or done == args.steps or stop:
+        checkpoint(out, name, model, opt, done)
+    if stop:
+        print(f"{name}: stopped at step {done} of {args.steps} (--max-minutes)", flush=True)
+    return stop
 
 
 def save_part(out: str, name: str, obj) -> None:

@@ -33,7 +33,7 @@ import torch
 import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import add_time_limit, checkpoint, load_parts, out_of_time, resume, save_part, write_results  # noqa: E402
+from parts import add_time_limit, end_step, load_parts, resume, save_part, write_results  # noqa: E402
 from train_lm import stdlib_bytes  # noqa: E402
 
 MASK, PAD = 256, 257
@@ -166,11 +166,7 @@ def main(argv=None) -> int:
             if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
                 print(f"{v}: step {step + 1}/{args.steps} loss {loss.item():.3f} "
                       f"({(step + 1 - step0) / (time.time() - t0):.1f} steps/s)", flush=True)
-            stop = step + 1 < args.steps and out_of_time(t0, args.max_minutes)
-            if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps or stop:
-                checkpoint(args.out, v, model, opt, step + 1)
-            if stop:
-                print(f"{v}: stopped at step {step + 1} of {args.steps} (--max-minutes)", flush=True)
+            if end_step(args, args.out, v, model, opt, step + 1, t0):
                 break
         part = {"eval": evaluate(model, windows, device), "steps": done}
         if v != "softmax":

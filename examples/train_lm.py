@@ -30,7 +30,7 @@ import torch
 import entflash.integrations.transformers as eft  # registers attn_implementation="entmax"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import add_time_limit, checkpoint, load_parts, out_of_time, resume, save_part, write_results  # noqa: E402
+from parts import add_time_limit, end_step, load_parts, resume, save_part, write_results  # noqa: E402
 
 VARIANTS = ("softmax", "entmax15", "learned")
 
@@ -104,11 +104,7 @@ def train(variant, args, cfg_kw, train_data, device, out_dir):
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             rate = (step + 1 - step0) / max(time.time() - t0, 1e-9)
             print(f"{variant}: step {step + 1}/{args.steps} loss {loss.item():.3f} ({rate:.1f} steps/s)", flush=True)
-        stop = step + 1 < args.steps and out_of_time(t0, args.max_minutes)
-        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps or stop:
-            checkpoint(out_dir, variant, model, opt, step + 1)
-        if stop:
-            print(f"{variant}: stopped at step {step + 1} of {args.steps} (--max-minutes)", flush=True)
+        if end_step(args, out_dir, variant, model, opt, step + 1, t0):
             break
     return model, done
 

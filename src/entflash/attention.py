@@ -37,19 +37,15 @@ from .validation import (
 )
 
 
-def autocast_inputs(*tensors):
-    """The tensors in the autocast dtype of their device when autocast is on there, as autocast casts the inputs
-    of scaled_dot_product_attention: floating tensors other than float64 (which autocast leaves alone)."""
-    ts = [t for t in tensors if isinstance(t, torch.Tensor)]
-    if not ts or not torch.is_autocast_enabled(ts[0].device.type):
-        return tensors
-    dt = torch.get_autocast_dtype(ts[0].device.type)
-
-    def cast(t):
-        eligible = isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
-        return t.to(dt) if eligible else t
-
-    return tuple(cast(t) for t in tensors)
+def autocast_inputs(q, k, v):
+    """q, k, v in the autocast dtype of q's device when autocast is on there, as autocast casts the inputs of
+    scaled_dot_product_attention: floating tensors other than float64 (which autocast leaves alone)."""
+    dev = q.device.type
+    if not torch.is_autocast_enabled(dev):
+        return q, k, v
+    dt = torch.get_autocast_dtype(dev)
+    eligible = lambda t: isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64  # noqa: E731
+    return tuple(t.to(dt) if eligible(t) else t for t in (q, k, v))
 
 
 def _autocast(fn):
@@ -61,7 +57,7 @@ def _autocast(fn):
     def call(q, k, v, *args, **kwargs):
         if not isinstance(q, torch.Tensor) or not torch.is_autocast_enabled(q.device.type):
             return fn(q, k, v, *args, **kwargs)
-        q, k, v = autocast_inputs(q, k, v)
+        q, k, v = autocast_inputs(q, k, v)  # before autocast is switched off
         with torch.autocast(q.device.type, enabled=False):
             return fn(q, k, v, *args, **kwargs)
 
