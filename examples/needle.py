@@ -30,7 +30,9 @@ import torch
 import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import add_time_limit, end_step, load_parts, resume, save_part, write_results  # noqa: E402
+from parts import (  # noqa: E402
+    add_time_limit, end_step, load_parts, optimizer, resume, save_part, set_lr, write_results,
+)
 
 PAD, QUERY = 0, 1
 KEY0, KEYS = 2, 256  # key tokens 2..257
@@ -78,8 +80,9 @@ def build(variant, cfg_kw, device):
     torch.manual_seed(0)
     impl = "sdpa" if variant == "softmax" else "entmax"
     model = LlamaForCausalLM._from_config(LlamaConfig(**cfg_kw), attn_implementation=impl).to(device)
-    alphas = eft.make_alpha_learnable(model, init=1.5) if variant == "learned" else []
-    return model, alphas
+    if variant == "learned":
+        eft.make_alpha_learnable(model, init=1.5)
+    return model
 
 
 def answer_logits(model, ids, pos):
@@ -87,9 +90,8 @@ def answer_logits(model, ids, pos):
 
 
 def train(variant, args, cfg_kw, device):
-    model, alphas = build(variant, cfg_kw, device)
-    others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
-    opt = torch.optim.AdamW([{"params": others, "lr": args.lr}, {"params": alphas, "lr": args.alpha_lr}])
+    model = build(variant, cfg_kw, device)
+    opt = optimizer(model, args.lr, args.alpha_lr)
     warmup = lambda s: min(1.0, (s + 1) / 200)  # noqa: E731
     step0 = resume(args.out, variant, model, opt, device)
     g = torch.Generator().manual_seed(1)
@@ -105,8 +107,7 @@ def train(variant, args, cfg_kw, device):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     for step in range(step0, args.steps):
         done = step + 1
-        for grp in opt.param_groups:
-            grp["lr"] = (args.lr if grp["params"] is others else args.alpha_lr) * warmup(step)
+        set_lr(opt, warmup(step))
         ids, pos, ans = batch()
         with autocast:
             logits = answer_logits(model, ids.to(device), pos.to(device)).float()

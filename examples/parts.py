@@ -17,6 +17,24 @@ import time
 import torch
 
 
+def optimizer(model, lr: float, alpha_lr: float, **kw):
+    """AdamW over the model's weights at `lr` and its learned α logits (make_alpha_learnable) at `alpha_lr`. Each
+    group keeps its base rate as "base_lr" for set_lr: the optimizer copies the parameter lists it is given, so a
+    group cannot be recognised by the list it was built from."""
+    alphas = [p for n, p in model.named_parameters() if n.endswith("entmax_alpha_logit")]
+    others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
+    groups = [{"params": others, "lr": lr, "base_lr": lr}]
+    if alphas:
+        groups.append({"params": alphas, "lr": alpha_lr, "base_lr": alpha_lr})
+    return torch.optim.AdamW(groups, **kw)
+
+
+def set_lr(opt, factor: float) -> None:
+    """Every group's learning rate to its base rate times `factor` (a warm-up or decay schedule's value)."""
+    for grp in opt.param_groups:
+        grp["lr"] = grp["base_lr"] * factor
+
+
 def resume(out: str, name: str, model, opt, device) -> int:
     """Load `<out>/<name>.pt` into the model and optimizer when it exists; the step to continue from (0 if not)."""
     path = os.path.join(out, f"{name}.pt")

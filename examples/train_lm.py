@@ -30,7 +30,9 @@ import torch
 import entflash.integrations.transformers as eft  # registers attn_implementation="entmax"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import add_time_limit, end_step, load_parts, resume, save_part, write_results  # noqa: E402
+from parts import (  # noqa: E402
+    add_time_limit, end_step, load_parts, optimizer, resume, save_part, set_lr, write_results,
+)
 
 VARIANTS = ("softmax", "entmax15", "learned")
 
@@ -52,8 +54,9 @@ def build(variant, cfg_kw, device):
     torch.manual_seed(0)  # the same initial weights for every variant
     impl = "sdpa" if variant == "softmax" else "entmax"
     model = LlamaForCausalLM._from_config(LlamaConfig(**cfg_kw), attn_implementation=impl).to(device)
-    alphas = eft.make_alpha_learnable(model, init=1.5) if variant == "learned" else []
-    return model, alphas
+    if variant == "learned":
+        eft.make_alpha_learnable(model, init=1.5)
+    return model
 
 
 def batches(data, batch, length, seed):
@@ -78,10 +81,8 @@ def val_loss(model, data, length, n_windows, device):
 
 def train(variant, args, cfg_kw, train_data, device, out_dir):
     """Train one variant (resuming from its checkpoint); returns the model and the steps it has trained."""
-    model, alphas = build(variant, cfg_kw, device)
-    others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
-    opt = torch.optim.AdamW([{"params": others, "lr": args.lr}, {"params": alphas, "lr": args.alpha_lr}],
-                            weight_decay=0.1)
+    model = build(variant, cfg_kw, device)
+    opt = optimizer(model, args.lr, args.alpha_lr, weight_decay=0.1)
     step0 = resume(out_dir, variant, model, opt, device)
     data = batches(train_data, args.batch, args.length, seed=1)
     for _ in range(step0):  # the same batches as an uninterrupted run
@@ -92,8 +93,7 @@ def train(variant, args, cfg_kw, train_data, device, out_dir):
                                                                                                       enabled=False)
     for step in range(step0, args.steps):
         done = step + 1
-        for grp in opt.param_groups:
-            grp["lr"] = (args.lr if grp["params"] is others else args.alpha_lr) * sched(step)
+        set_lr(opt, sched(step))
         x = next(data).to(device)
         with autocast:
             loss = model(input_ids=x, labels=x).loss
@@ -111,8 +111,8 @@ def train(variant, args, cfg_kw, train_data, device, out_dir):
 
 def step_time(variant, cfg_kw, length, device, reps=5):
     """Median time (ms) of one training step (bf16 autocast, batch 1) of a fresh model at `length` tokens."""
-    model, _ = build(variant, dict(cfg_kw, max_position_embeddings=max(length, cfg_kw["max_position_embeddings"])),
-                     device)
+    model = build(variant, dict(cfg_kw, max_position_embeddings=max(length, cfg_kw["max_position_embeddings"])),
+                  device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, 256, (1, length), device=device)
     times = []

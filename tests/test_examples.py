@@ -113,3 +113,22 @@ def test_needle_batches_hold_their_answers():
                 assert len(at) == 1 and hay[at[0] + 1] == ans[b, j]
     with pytest.raises(ValueError, match="too short"):
         needle.make_batch(1, 40, g)
+
+
+def test_learned_alpha_trains_at_its_own_rate():
+    """The weights train at lr and the learned α logits at alpha_lr through every schedule step (a group found by
+    the list it was built from would not be found: the optimizer copies the lists)."""
+    pytest.importorskip("transformers")
+    import torch
+
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import parts
+    import train_lm
+
+    cfg = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+               num_key_value_heads=2, max_position_embeddings=64)
+    opt = parts.optimizer(train_lm.build("learned", cfg, "cpu"), 1e-3, 1e-2)
+    parts.set_lr(opt, 0.5)
+    assert [(len(g["params"]), g["lr"]) for g in opt.param_groups][1] == (1, 0.5e-2)
+    assert opt.param_groups[0]["lr"] == 0.5e-3 and len(opt.param_groups[0]["params"]) > 1
+    assert len(parts.optimizer(train_lm.build("softmax", cfg, "cpu"), 1e-3, 1e-2).param_groups) == 1
