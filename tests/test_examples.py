@@ -24,7 +24,7 @@ def test_hf_entmax_example(tmp_path):
     assert plot.stat().st_size > 0
 
 
-def test_train_lm_quick(tmp_path):
+def test_train_lm_quick(tmp_path, capsys):
     """--quick trains the three variants on the standard library's source and writes results.json and the plot;
     a variant trained alone (--variants) writes its part, and a later run resumes it from its checkpoint instead
     of training again, trains the others and gathers all three."""
@@ -44,6 +44,16 @@ def test_train_lm_quick(tmp_path):
     assert set(out["val_loss"]) == {"softmax", "entmax15", "learned"}
     assert all(len(v) == 3 for v in out["val_loss"].values())
     assert len(out["alpha"]["learned"]) == 2 and len(out["sparsity"]["entmax15"]) == 2
+    # examples/summary.py tabulates it as the README shows it
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import summary
+
+    (tmp_path / "all" / "train_lm").mkdir(parents=True)
+    (tmp_path / "all" / "train_lm" / "results.json").write_text((tmp_path / "results.json").read_text())
+    assert summary.main([str(tmp_path / "all")]) == 0
+    table = capsys.readouterr().out
+    assert "val loss @256" in table and "| softmax | 20 | 1 (softmax) |" in table and "| entmax15 | 20 | 1.50 |" in table
+    assert summary.main([str(tmp_path / "none")]) == 1
     try:
         import matplotlib  # noqa: F401
     except ImportError:

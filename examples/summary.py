@@ -1,0 +1,112 @@
+"""The examples' results as Markdown tables (the README's "Does it help my model?" table comes from this).
+
+    python examples/summary.py [examples/results]
+
+Reads <dir>/train_lm/results.json, <dir>/needle/results.json and <dir>/encoder/results.json (whichever exist)
+and prints, per variant: the steps trained, the quality measure of the example, the mean sparsity of the entmax
+models (keys kept per query row, fraction of exactly-zero weights, fraction of empty 64×64 tiles) and, for the
+language model, the training step time against softmax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _mean(values):
+    values = [x for x in values if x is not None]
+    return sum(values) / len(values) if values else None
+
+
+def sparsity_means(summary):
+    """(keys per row, zero fraction, empty-tile fraction), each averaged over layers and heads, from a
+    SparsityMonitor.summary() list; None for a variant without one."""
+    if not summary:
+        return None
+    return tuple(_mean([_mean(r[key]) for r in summary if r[key] is not None])
+                 for key in ("support", "zero_fraction", "block_sparsity"))
+
+
+def _sparsity_cells(summary):
+    s = sparsity_means(summary)
+    return ["–"] * 3 if s is None else [f"{s[0]:.1f}", f"{100 * s[1]:.1f}%", f"{100 * s[2]:.0f}%"]
+
+
+def _alpha_cell(alpha):
+    if not alpha:
+        return "1 (softmax)"
+    flat = [a for layer in alpha for a in (layer if isinstance(layer, list) else [layer])]
+    lo, hi = min(flat), max(flat)
+    return f"{lo:.2f}" if hi - lo < 5e-3 else f"{lo:.2f}–{hi:.2f}"
+
+
+def lm_table(res):
+    lengths = sorted(next(iter(res["val_loss"].values())), key=int)
+    head = ["variant", "steps", "α"] + [f"val loss @{n}" for n in lengths] + ["keys/row", "zero weights",
+                                                                               "empty tiles"]
+    rows = []
+    for v in res["variants"]:
+        rows.append([v, str(res["steps_done"][v]), _alpha_cell(res.get("alpha", {}).get(v))]
+                    + [f"{res['val_loss'][v][n]:.3f}" for n in lengths]
+                    + _sparsity_cells(res.get("sparsity", {}).get(v)))
+    out = [_md(head, rows)]
+    st = res.get("step_time")
+    if st:
+        out.append(_md(["tokens", "softmax ms", "entmax 1.5 ms", "ratio"],
+                       [[n, f"{t['softmax_ms']:.1f}", f"{t['entmax15_ms']:.1f}", f"{t['ratio']:.2f}×"]
+                        for n, t in st.items() if n != "device"]) + f"\n\n(training step, batch 1, {st['device']})")
+    return "\n\n".join(out)
+
+
+def needle_table(res):
+    lengths = sorted(next(iter(res["accuracy"].values())), key=int)
+    head = ["variant", "steps", "α"] + [f"accuracy @{n}" for n in lengths]
+    rows = [[v, str(res["steps_done"][v]), _alpha_cell(res.get("alpha", {}).get(v))]
+            + [f"{100 * res['accuracy'][v][n]:.1f}%" for n in lengths] for v in res["variants"]]
+    return _md(head, rows)
+
+
+def encoder_table(res):
+    head = ["variant", "steps", "masked identifier bytes", "whole identifiers", "keys/row", "zero weights",
+            "empty tiles"]
+    rows = [[v, str(res["steps_done"][v]), f"{100 * res['eval'][v]['byte_accuracy']:.1f}%",
+             f"{100 * res['eval'][v]['identifier_accuracy']:.1f}%"] + _sparsity_cells(res.get("sparsity", {}).get(v))
+            for v in res["variants"]]
+    return _md(head, rows)
+
+
+def _md(head, rows):
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+TABLES = {"train_lm": lm_table, "needle": needle_table, "encoder": encoder_table}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    root = argv[0] if argv else os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    found = False
+    for name, table in TABLES.items():
+        path = os.path.join(root, name, "results.json")
+        if not os.path.exists(path):
+            continue
+        found = True
+        with open(path) as fh:
+            res = json.load(fh)
+        env = res.get("environment", {})
+        print(f"### {name}\n\n{table(res)}\n\n({env.get('gpu', res['config'].get('device'))}, "
+              f"commit {env.get('commit', '?')})\n")
+    if not found:
+        print(f"summary: no results.json under {root}/{{{','.join(TABLES)}}}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
