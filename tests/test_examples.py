@@ -129,8 +129,6 @@ def test_learned_alpha_trains_at_its_own_rate():
     """The weights train at lr and the learned α logits at alpha_lr through every schedule step (a group found by
     the list it was built from would not be found: the optimizer copies the lists)."""
     pytest.importorskip("transformers")
-    import torch
-
     sys.path.insert(0, os.path.join(ROOT, "examples"))
     import parts
     import train_lm
