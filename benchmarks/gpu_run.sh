@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# One device call: the steps named in $1 (space-separated, in order), every output written under $OUT.
+# One device call: the steps named in $1 (space-separated, in order; steps joined by '+' run side by side, e.g.
+# "examples+trained bench": the examples train beside the bench model, then the bench runs alone), every output
+# written under $OUT.
 #
 #   bash benchmarks/gpu_run.sh "tests bench errors" [bench args...]      (on the GPU machine, repo root)
 #
@@ -13,16 +15,22 @@
 #   long      benchmarks/long_context.py                                         -> long_context.txt
 #   sanitize  compute-sanitizer memcheck and racecheck on benchmarks/sanitize.py -> sanitize_<tool>.txt
 #   examples  examples/run_full.sh $EXAMPLES (results, plots and logs, no checkpoints) -> examples.tgz
-#   trained   python -m entflash.bench.trained: the bench's trained model         -> trained_lm.tgz
+#   steptime  examples/train_lm.py's training step times, entmax against sdpa, at $SPEED_LENGTHS (8192 16384)
+#             tokens with the GPU to itself                                        -> step_time.txt
+#   trained   python -m entflash.bench.trained: the bench's trained model         -> trained_lm.tgz, trained.txt
 #
 # Wheels in ./.whl (e.g. adasplash, for the side-by-side rows) are installed first. Set ENTFLASH_COMMIT to the
 # working tree's commit: the device copy's git metadata may be stale. TCACHE_SAVE=1 returns Triton's cache as
 # $OUT/tcache.tgz; a carried ./.tcache.tgz starts the next call warm. PACK=1 leaves one archive, $OUT/out.tgz, of
-# everything written under $OUT (a device call returns at most eight files).
+# everything written (a device call returns at most eight files), refreshed after every step: a call stopped at
+# its time limit still returns what its finished steps wrote.
 set -o pipefail
-case "${1:-}" in -h|--help) sed -n "2,21p" "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n "2,27p" "$0"; exit 0 ;; esac
 steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if [ "${PACK:-0}" = 1 ]; then FINAL=$OUT; OUT=/tmp/gpu_run_out; mkdir -p "$OUT"; fi
+# PACK=1: the archive of everything written so far, replaced whole (never left half-written)
+pack() { [ "${PACK:-0}" = 1 ] || return 0; tar -czf /tmp/gpu_run_pack.tgz -C "$OUT" . && mv /tmp/gpu_run_pack.tgz "$FINAL/out.tgz"; }
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=src:/tmp/site
@@ -36,7 +44,8 @@ mkdir -p "$TRITON_CACHE_DIR"
 if [ -f .tcache.tgz ]; then tar -xzf .tcache.tgz -C "$TRITON_CACHE_DIR"; fi
 { nvidia-smi -L; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
   date -u; echo "commit $ENTFLASH_COMMIT"; } | tee "$OUT/env.txt"
-for step in $steps; do
+run_step() {
+  local step=$1; shift
   echo "=== $step $(date -u +%T)"
   case $step in
     tests)
@@ -68,15 +77,22 @@ for step in $steps; do
     trained)
       timeout ${TRAINED_TIMEOUT:-400} python3 -m entflash.bench.trained --out /tmp/trained_lm 2>&1 | tee "$OUT/trained.txt"
       tar -czf "$OUT/trained_lm.tgz" -C /tmp trained_lm ;;
+    steptime)
+      timeout ${STEPTIME_TIMEOUT:-150} python3 examples/train_lm.py --out /tmp/step_time --variants \
+        --speed-lengths ${SPEED_LENGTHS:-8192 16384} 2>&1 | tee "$OUT/step_time.txt" ;;
     *) echo "unknown step $step (see bash benchmarks/gpu_run.sh --help)" ;;
   esac
+}
+for group in $steps; do
+  # steps joined by '+' side by side (their outputs are separate files), the next group after all of them
+  for step in ${group//+/ }; do run_step "$step" "$@" & done
+  wait
+  pack
 done
 # the compared libraries' autotuning choices the bench recorded (bench/autotune_cache.py): commit them under
 # benchmarks/autotune/ so that later sweeps restore instead of re-tuning
-case " $steps " in *" bench "*) cp benchmarks/autotune/*.json "$OUT/" 2>/dev/null || true ;; esac
+case " ${steps//+/ } " in *" bench "*) cp benchmarks/autotune/*.json "$OUT/" 2>/dev/null || true ;; esac
 if [ "${TCACHE_SAVE:-0}" = 1 ]; then
   tar -czf "$OUT/tcache.tgz" -C "$TRITON_CACHE_DIR" . && ls -l "$OUT/tcache.tgz"
 fi
-if [ "${PACK:-0}" = 1 ]; then
-  tar -czf /tmp/gpu_run_pack.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/gpu_run_pack.tgz "$OUT/out.tgz"
-fi
+pack
