@@ -44,7 +44,7 @@ def test_train_lm_quick(tmp_path, capsys):
     assert set(out["val_loss"]) == {"softmax", "entmax15", "learned"}
     assert all(len(v) == 3 for v in out["val_loss"].values())
     assert len(out["alpha"]["learned"]) == 2 and len(out["sparsity"]["entmax15"]) == 2
-    # examples/summary.py tabulates it as the README shows it
+    # examples/summary.py tabulates it (Markdown, one row per variant)
     sys.path.insert(0, os.path.join(ROOT, "examples"))
     import summary
 
