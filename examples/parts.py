@@ -71,6 +71,24 @@ def end_step(args, out: str, name: str, model, opt, done: int, t0: float) -> boo
     return stop
 
 
+def log_curve(out: str, name: str, step: int, loss: float) -> None:
+    """Append (step, training loss) to `<out>/<name>.curve.jsonl`. The variants train on the same batches, so their
+    curves compare at equal steps also when --max-minutes stopped them at different ones."""
+    with open(os.path.join(out, f"{name}.curve.jsonl"), "a") as fh:
+        fh.write(json.dumps([step, round(float(loss), 5)]) + "\n")
+
+
+def load_curve(out: str, name: str) -> list:
+    """[[step, loss], ...] in step order from log_curve's file (a step logged again after a resume keeps its last
+    value); [] when there is none."""
+    path = os.path.join(out, f"{name}.curve.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        points = dict(json.loads(line) for line in fh if line.strip())
+    return [[s, points[s]] for s in sorted(points)]
+
+
 def save_part(out: str, name: str, obj) -> None:
     tmp = os.path.join(out, f".{name}.json.tmp")
     with open(tmp, "w") as fh:

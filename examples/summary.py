@@ -1,11 +1,12 @@
-"""The examples' results as Markdown tables (the README's "Does it help my model?" table comes from this).
+"""The examples' results as Markdown tables.
 
     python examples/summary.py [examples/results]
 
 Reads <dir>/train_lm/results.json, <dir>/needle/results.json and <dir>/encoder/results.json (whichever exist)
-and prints, per variant: the steps trained, the quality measure of the example, the mean sparsity of the entmax
-models (keys kept per query row, fraction of exactly-zero weights, fraction of empty 64×64 tiles) and, for the
-language model, the training step time against softmax.
+and prints, per variant: the steps trained, the quality measure of the example (for the language model also the
+training loss at the last step every variant reached: they train on the same batches), the mean sparsity of the
+entmax models (keys kept per query row, fraction of exactly-zero weights, fraction of empty 64×64 tiles) and, for
+the language model, the training step time against softmax.
 """
 
 from __future__ import annotations
@@ -42,14 +43,28 @@ def _alpha_cell(alpha):
     return f"{lo:.2f}" if hi - lo < 5e-3 else f"{lo:.2f}–{hi:.2f}"
 
 
+def common_train_loss(curves, last=5):
+    """(S, {variant: mean training loss over the last `last` logged steps that every variant reached, the latest
+    being S}) from {variant: [[step, loss], ...]}; None when the variants share no logged step. The variants train
+    on the same batches, so this compares them at equal steps when they stopped at different ones."""
+    if not curves or not all(curves.values()):
+        return None
+    common = sorted(set.intersection(*({s for s, _ in c} for c in curves.values())))[-last:]
+    if not common:
+        return None
+    return common[-1], {v: sum(dict(map(tuple, c))[s] for s in common) / len(common) for v, c in curves.items()}
+
+
 def lm_table(res):
     lengths = sorted(next(iter(res["val_loss"].values())), key=int)
-    head = ["variant", "steps", "α"] + [f"val loss @{n}" for n in lengths] + ["keys/row", "zero weights",
-                                                                               "empty tiles"]
+    same = common_train_loss({v: res.get("train_loss", {}).get(v) for v in res["variants"]})
+    head = (["variant", "steps", "α"] + [f"val loss @{n}" for n in lengths]
+            + ([f"train loss @ step {same[0]}"] if same else []) + ["keys/row", "zero weights", "empty tiles"])
     rows = []
     for v in res["variants"]:
         rows.append([v, str(res["steps_done"][v]), _alpha_cell(res.get("alpha", {}).get(v))]
                     + [f"{res['val_loss'][v][n]:.3f}" for n in lengths]
+                    + ([f"{same[1][v]:.3f}"] if same else [])
                     + _sparsity_cells(res.get("sparsity", {}).get(v)))
     out = [_md(head, rows)]
     st = res.get("step_time")

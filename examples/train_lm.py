@@ -31,7 +31,8 @@ import entflash.integrations.transformers as eft  # registers attn_implementatio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parts import (  # noqa: E402
-    add_time_limit, end_step, load_parts, optimizer, resume, save_part, set_lr, write_results,
+    add_time_limit, end_step, load_curve, load_parts, log_curve, optimizer, resume, save_part, set_lr,
+    write_results,
 )
 
 VARIANTS = ("softmax", "entmax15", "learned")
@@ -104,6 +105,7 @@ def train(variant, args, cfg_kw, train_data, device, out_dir):
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             rate = (step + 1 - step0) / max(time.time() - t0, 1e-9)
             print(f"{variant}: step {step + 1}/{args.steps} loss {loss.item():.3f} ({rate:.1f} steps/s)", flush=True)
+            log_curve(out_dir, variant, step + 1, loss.item())
         if end_step(args, out_dir, variant, model, opt, step + 1, t0):
             break
     return model, done
@@ -136,7 +138,7 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for v in VARIANTS:
         pts = sorted((int(n), x) for n, x in results["val_loss"][v].items())
         axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
@@ -152,6 +154,11 @@ def plot(results, path):
     axes[1].set(xlabel="layer", ylabel="fraction", ylim=(0, 1), title="sparsity at the training length",
                 xticks=range(len(results["sparsity"]["entmax15"])))
     axes[1].legend(fontsize=7)
+    for v in VARIANTS:
+        curve = results.get("train_loss", {}).get(v) or []
+        axes[2].plot([c[0] for c in curve], [c[1] for c in curve], label=v, lw=1)
+    axes[2].set(xlabel="step", ylabel="training loss (nats/byte)", title="training loss (the same batches)")
+    axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -225,6 +232,7 @@ def main(argv=None) -> int:
                "variants": list(runs),
                "steps_done": {v: p.get("steps", args.steps) for v, p in runs.items()},
                "val_loss": {v: p["val_loss"] for v, p in runs.items()},
+               "train_loss": {v: load_curve(args.out, v) for v in runs},
                "sparsity": {v: p["sparsity"] for v, p in runs.items() if "sparsity" in p},
                "alpha": {v: p["alpha"] for v, p in runs.items() if "alpha" in p}}
     if "step_time" in parts:

@@ -52,13 +52,30 @@ def test_train_lm_quick(tmp_path, capsys):
     (tmp_path / "all" / "train_lm" / "results.json").write_text((tmp_path / "results.json").read_text())
     assert summary.main([str(tmp_path / "all")]) == 0
     table = capsys.readouterr().out
-    assert "val loss @256" in table and "| softmax | 20 | 1 (softmax) |" in table and "| entmax15 | 20 | 1.50 |" in table
+    assert "val loss @256" in table and "| softmax | 20 | 1 (softmax) |" in table
+    assert "| entmax15 | 20 | 1.50 |" in table
+    assert "train loss @ step 20" in table and len(out["train_loss"]["learned"]) == 1
     assert summary.main([str(tmp_path / "none")]) == 1
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         return
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+def test_summary_compares_training_loss_at_equal_steps():
+    """Variants stopped at different steps compare on the last logged steps they all reached (their batches are
+    the same): the mean over those steps, and None when they share none."""
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import summary
+
+    curves = {"softmax": [[s, 10.0 / s] for s in range(50, 1001, 50)],
+              "entmax15": [[s, 9.0 / s] for s in range(50, 401, 50)]}
+    step, loss = summary.common_train_loss(curves, last=2)
+    assert step == 400 and loss["softmax"] == pytest.approx((10 / 350 + 10 / 400) / 2)
+    assert loss["entmax15"] == pytest.approx((9 / 350 + 9 / 400) / 2)
+    assert summary.common_train_loss({"a": [[1, 1.0]], "b": [[2, 1.0]]}) is None
+    assert summary.common_train_loss({"a": [[1, 1.0]], "b": []}) is None
 
 
 def test_needle_quick(tmp_path):
