@@ -31,7 +31,8 @@ import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parts import (  # noqa: E402
-    add_time_limit, end_step, load_parts, optimizer, resume, save_part, set_lr, write_results,
+    add_time_limit, end_step, load_curve, load_parts, log_curve, optimizer, resume, save_part, set_lr,
+    write_results,
 )
 
 PAD, QUERY = 0, 1
@@ -121,6 +122,7 @@ def train(variant, args, cfg_kw, device):
             rate = (step + 1 - step0) / max(time.time() - t0, 1e-9)
             print(f"{variant}: step {step + 1}/{args.steps} loss {loss.item():.3f} acc {acc:.2f} "
                   f"({rate:.1f} steps/s)", flush=True)
+            log_curve(args.out, variant, step + 1, loss.item())
         if end_step(args, args.out, variant, model, opt, step + 1, t0):
             break
     return model, done
@@ -209,6 +211,7 @@ def main(argv=None) -> int:
                           "torch": torch.__version__},
                "variants": list(parts),
                "steps_done": {v: p.get("steps", args.steps) for v, p in parts.items()},
+               "train_loss": {v: load_curve(args.out, v) for v in parts},
                "accuracy": {v: p["accuracy"] for v, p in parts.items()},
                "alpha": {v: p["alpha"] for v, p in parts.items() if "alpha" in p}}
     write_results(args.out, results, VARIANTS, plot)

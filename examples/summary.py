@@ -3,10 +3,11 @@
     python examples/summary.py [examples/results]
 
 Reads <dir>/train_lm/results.json, <dir>/needle/results.json and <dir>/encoder/results.json (whichever exist)
-and prints, per variant: the steps trained, the quality measure of the example (for the language model also the
-training loss at the last step every variant reached: they train on the same batches), the mean sparsity of the
-entmax models (keys kept per query row, fraction of exactly-zero weights, fraction of empty 64×64 tiles) and, for
-the language model, the training step time against softmax.
+and prints, per variant: the steps trained, the quality measure of the example and the training loss at the last
+logged step every variant reached (they train on the same batches, so this compares them at equal steps when
+--max-minutes stopped them at different ones), the mean sparsity of the entmax models (keys kept per query row,
+fraction of exactly-zero weights, fraction of empty 64×64 tiles) and, for the language model, the training step
+time against softmax.
 """
 
 from __future__ import annotations
@@ -57,14 +58,13 @@ def common_train_loss(curves, last=5):
 
 def lm_table(res):
     lengths = sorted(next(iter(res["val_loss"].values())), key=int)
-    same = common_train_loss({v: res.get("train_loss", {}).get(v) for v in res["variants"]})
-    head = (["variant", "steps", "α"] + [f"val loss @{n}" for n in lengths]
-            + ([f"train loss @ step {same[0]}"] if same else []) + ["keys/row", "zero weights", "empty tiles"])
+    same_head, same = _same_steps(res)
+    head = (["variant", "steps", "α"] + [f"val loss @{n}" for n in lengths] + same_head
+            + ["keys/row", "zero weights", "empty tiles"])
     rows = []
     for v in res["variants"]:
         rows.append([v, str(res["steps_done"][v]), _alpha_cell(res.get("alpha", {}).get(v))]
-                    + [f"{res['val_loss'][v][n]:.3f}" for n in lengths]
-                    + ([f"{same[1][v]:.3f}"] if same else [])
+                    + [f"{res['val_loss'][v][n]:.3f}" for n in lengths] + same[v]
                     + _sparsity_cells(res.get("sparsity", {}).get(v)))
     out = [_md(head, rows)]
     st = res.get("step_time")
@@ -75,20 +75,30 @@ def lm_table(res):
     return "\n\n".join(out)
 
 
+def _same_steps(res):
+    """The training-loss column at equal steps (common_train_loss): (header, {variant: cell}), or ([], {})."""
+    same = common_train_loss({v: res.get("train_loss", {}).get(v) for v in res["variants"]})
+    if same is None:
+        return [], {v: [] for v in res["variants"]}
+    return [f"train loss @ step {same[0]}"], {v: [f"{x:.3f}"] for v, x in same[1].items()}
+
+
 def needle_table(res):
     lengths = sorted(next(iter(res["accuracy"].values())), key=int)
-    head = ["variant", "steps", "α"] + [f"accuracy @{n}" for n in lengths]
+    same_head, same = _same_steps(res)
+    head = ["variant", "steps", "α"] + [f"accuracy @{n}" for n in lengths] + same_head
     rows = [[v, str(res["steps_done"][v]), _alpha_cell(res.get("alpha", {}).get(v))]
-            + [f"{100 * res['accuracy'][v][n]:.1f}%" for n in lengths] for v in res["variants"]]
+            + [f"{100 * res['accuracy'][v][n]:.1f}%" for n in lengths] + same[v] for v in res["variants"]]
     return _md(head, rows)
 
 
 def encoder_table(res):
-    head = ["variant", "steps", "masked identifier bytes", "whole identifiers", "keys/row", "zero weights",
-            "empty tiles"]
+    same_head, same = _same_steps(res)
+    head = ["variant", "steps", "masked identifier bytes", "whole identifiers"] + same_head + [
+        "keys/row", "zero weights", "empty tiles"]
     rows = [[v, str(res["steps_done"][v]), f"{100 * res['eval'][v]['byte_accuracy']:.1f}%",
-             f"{100 * res['eval'][v]['identifier_accuracy']:.1f}%"] + _sparsity_cells(res.get("sparsity", {}).get(v))
-            for v in res["variants"]]
+             f"{100 * res['eval'][v]['identifier_accuracy']:.1f}%"] + same[v]
+            + _sparsity_cells(res.get("sparsity", {}).get(v)) for v in res["variants"]]
     return _md(head, rows)
 
 

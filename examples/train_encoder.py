@@ -33,7 +33,9 @@ import torch
 import entflash.integrations.transformers as eft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parts import add_time_limit, end_step, load_parts, resume, save_part, write_results  # noqa: E402
+from parts import (  # noqa: E402
+    add_time_limit, end_step, load_curve, load_parts, log_curve, resume, save_part, write_results,
+)
 from train_lm import stdlib_bytes  # noqa: E402
 
 MASK, PAD = 256, 257
@@ -166,6 +168,7 @@ def main(argv=None) -> int:
             if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
                 print(f"{v}: step {step + 1}/{args.steps} loss {loss.item():.3f} "
                       f"({(step + 1 - step0) / (time.time() - t0):.1f} steps/s)", flush=True)
+                log_curve(args.out, v, step + 1, loss.item())
             if end_step(args, args.out, v, model, opt, step + 1, t0):
                 break
         part = {"eval": evaluate(model, windows, device), "steps": done}
@@ -185,6 +188,7 @@ def main(argv=None) -> int:
                           "torch": torch.__version__},
                "variants": list(parts),
                "steps_done": {v: p.get("steps", args.steps) for v, p in parts.items()},
+               "train_loss": {v: load_curve(args.out, v) for v in parts},
                "eval": {v: p["eval"] for v, p in parts.items()},
                "sparsity": {v: p["sparsity"] for v, p in parts.items() if "sparsity" in p}}
     write_results(args.out, results, VARIANTS, plot)

@@ -90,6 +90,11 @@ def test_needle_quick(tmp_path):
     assert set(out["accuracy"]) == {"softmax", "entmax15", "learned"}
     assert all(set(a) == {"128", "512", "2048"} for a in out["accuracy"].values())
     assert all(0 <= x <= 1 for a in out["accuracy"].values() for x in a.values())
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import summary
+
+    assert all(len(c) == 1 and c[0][0] == 10 for c in out["train_loss"].values())
+    assert "accuracy @2048 | train loss @ step 10 |" in summary.needle_table(out)
 
 
 def test_train_encoder_quick(tmp_path):
@@ -103,6 +108,10 @@ def test_train_encoder_quick(tmp_path):
     out = json.loads((tmp_path / "results.json").read_text())
     assert set(out["eval"]) == {"softmax", "entmax15"}
     assert out["eval"]["entmax15"]["identifiers"] > 0 and len(out["sparsity"]["entmax15"]) == 2
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import summary
+
+    assert "| whole identifiers | train loss @ step 10 |" in summary.encoder_table(out)
 
 
 @pytest.mark.parametrize("method,layout", [("sequence", "contiguous"), ("context", "zigzag")])
