@@ -6,9 +6,10 @@
 #
 #   bash examples/run_full.sh [train_lm] [needle] [encoder]        (default: all three)
 #
-# Results and one log per process go to ${RESULTS:-examples/results}/<example>/. Extra arguments of an example:
-# TRAIN_LM_ARGS, NEEDLE_ARGS, ENCODER_ARGS (e.g. TRAIN_LM_ARGS="--steps 1500 --max-minutes 6": a variant
-# still training after 6 minutes stops, is evaluated where it is and says so in results.json); SPEED_LENGTHS
+# Results and one log per process go to ${RESULTS:-examples/results}/<example>/, the tables of all of them
+# (examples/summary.py) to $RESULTS/summary.md. Extra arguments of an example: TRAIN_LM_ARGS, NEEDLE_ARGS,
+# ENCODER_ARGS (e.g. TRAIN_LM_ARGS="--steps 1500 --max-minutes 6": a variant still training after 6 minutes
+# stops, is evaluated where it is and says so in results.json); SPEED_LENGTHS
 # (default "8192 16384"; empty skips the step times); EX_TIMEOUT stops any process still running after that
 # many seconds.
 set -o pipefail
@@ -38,3 +39,5 @@ for ex in $names; do
     python3 "examples/${script[$ex]}" --out "$RESULTS/$ex" $extra_ex --variants 2>&1 | tee "$RESULTS/$ex/gather.log"
   fi
 done
+# the tables of every example present (examples/summary.py)
+python3 examples/summary.py "$RESULTS" 2>&1 | tee "$RESULTS/summary.md"

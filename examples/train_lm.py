@@ -156,7 +156,8 @@ def plot(results, path):
     axes[1].legend(fontsize=7)
     for v in VARIANTS:
         curve = results.get("train_loss", {}).get(v) or []
-        axes[2].plot([c[0] for c in curve], [c[1] for c in curve], label=v, lw=1)
+        axes[2].plot([c[0] for c in curve], [c[1] for c in curve], label=v, lw=1,
+                     marker="o" if len(curve) < 20 else None)
     axes[2].set(xlabel="step", ylabel="training loss (nats/byte)", title="training loss (the same batches)")
     axes[2].legend()
     fig.tight_layout()
