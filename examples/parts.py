@@ -21,8 +21,9 @@ def optimizer(model, lr: float, alpha_lr: float, **kw):
     """AdamW over the model's weights at `lr` and its learned α logits (make_alpha_learnable) at `alpha_lr`. Each
     group keeps its base rate as "base_lr" for set_lr: the optimizer copies the parameter lists it is given, so a
     group cannot be recognised by the list it was built from."""
-    alphas = [p for n, p in model.named_parameters() if n.endswith("entmax_alpha_logit")]
-    others = [p for n, p in model.named_parameters() if not n.endswith("entmax_alpha_logit")]
+    alphas, others = [], []
+    for n, p in model.named_parameters():
+        (alphas if n.endswith("entmax_alpha_logit") else others).append(p)
     groups = [{"params": others, "lr": lr, "base_lr": lr}]
     if alphas:
         groups.append({"params": alphas, "lr": alpha_lr, "base_lr": alpha_lr})

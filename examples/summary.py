@@ -16,24 +16,16 @@ import json
 import os
 import sys
 
-
-def _mean(values):
-    values = [x for x in values if x is not None]
-    return sum(values) / len(values) if values else None
-
-
-def sparsity_means(summary):
-    """(keys per row, zero fraction, empty-tile fraction), each averaged over layers and heads, from a
-    SparsityMonitor.summary() list; None for a variant without one."""
-    if not summary:
-        return None
-    return tuple(_mean([_mean(r[key]) for r in summary if r[key] is not None])
-                 for key in ("support", "zero_fraction", "block_sparsity"))
+from entflash.integrations.sparsity import SparsityMonitor
 
 
 def _sparsity_cells(summary):
-    s = sparsity_means(summary)
-    return ["–"] * 3 if s is None else [f"{s[0]:.1f}", f"{100 * s[1]:.1f}%", f"{100 * s[2]:.0f}%"]
+    """Keys per row, zero weights and empty tiles of a SparsityMonitor.summary() list, averaged over layers and
+    heads (SparsityMonitor.means); dashes for a variant without one."""
+    m = SparsityMonitor.means(summary) if summary else None
+    if m is None:
+        return ["–"] * 3
+    return [f"{m['support']:.1f}", f"{100 * m['zero_fraction']:.1f}%", f"{100 * m['block_sparsity']:.0f}%"]
 
 
 def _alpha_cell(alpha):
@@ -53,7 +45,8 @@ def common_train_loss(curves, last=5):
     common = sorted(set.intersection(*({s for s, _ in c} for c in curves.values())))[-last:]
     if not common:
         return None
-    return common[-1], {v: sum(dict(map(tuple, c))[s] for s in common) / len(common) for v, c in curves.items()}
+    at = {v: dict(map(tuple, c)) for v, c in curves.items()}
+    return common[-1], {v: sum(a[s] for s in common) / len(common) for v, a in at.items()}
 
 
 def lm_table(res):
@@ -76,7 +69,8 @@ def lm_table(res):
 
 
 def _same_steps(res):
-    """The training-loss column at equal steps (common_train_loss): (header, {variant: cell}), or ([], {})."""
+    """The training-loss column at equal steps (common_train_loss): (header, {variant: cells}); no column (an empty
+    header and empty cells) when the variants share no logged step."""
     same = common_train_loss({v: res.get("train_loss", {}).get(v) for v in res["variants"]})
     if same is None:
         return [], {v: [] for v in res["variants"]}

@@ -16,7 +16,7 @@ about one more score pass per layer, so `every=k` records only every k-th forwar
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -147,6 +147,16 @@ class SparsityMonitor:
         if reset:
             self.reset()
         return rows
+
+    @staticmethod
+    def means(rows: List[dict]) -> Optional[dict]:
+        """{"support", "zero_fraction", "block_sparsity"} of a summary() list, each averaged over heads and then
+        over the layers recorded; None when no layer was recorded."""
+        rows = [r for r in rows if r["support"] is not None]
+        if not rows:
+            return None
+        return {key: sum(sum(r[key]) / len(r[key]) for r in rows) / len(rows)
+                for key in ("support", "zero_fraction", "block_sparsity")}
 
     def plot(self, path: str, metric: str = "block_sparsity") -> str:
         """A layer × head heat map of `metric` ("block_sparsity", "zero_fraction" or "support"), saved to path."""

@@ -119,8 +119,7 @@ def main(argv=None) -> int:
                 model(input_ids=torch.tensor([ids[s:s + n]], device=device))
             rows = mon.summary()
         entry = {"length": n, "layers": rows}
-        mean = lambda key: sum(sum(r[key]) / len(r[key]) for r in rows) / len(rows)  # noqa: E731
-        entry["mean"] = {k: mean(k) for k in ("support", "zero_fraction", "block_sparsity")}
+        entry["mean"] = eft.SparsityMonitor.means(rows)
         if args.measure:
             x = torch.tensor([ids[:n]], device=device)
             sdpa = type(model).from_pretrained(args.model, attn_implementation="sdpa").to(device, dtype).eval()
