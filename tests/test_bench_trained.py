@@ -1,10 +1,13 @@
 """The "trained" benchmark inputs: a (tiny, briefly trained) model's own q, k, v per layer."""
 
+import os
+
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 
+from entflash import entmax15  # noqa: E402
 from entflash.bench import trained  # noqa: E402
 
 
@@ -27,3 +30,24 @@ def test_train_save_load_and_capture(tmp_path):
         trained.make_trained(0, 1, 4, 100, 128, model=model)
     with pytest.raises(FileNotFoundError, match="python -m entflash.bench.trained"):
         trained.load("cpu", str(tmp_path / "none"), train_if_missing=False)
+
+
+def test_committed_model_is_read_in_a_checkout(tmp_path, monkeypatch):
+    """With no cached model and $ENTFLASH_CACHE unset, a checkout reads benchmarks/trained_lm (the weights the
+    baseline's trained rows were measured on); its attention is the one docs/performance.md describes: past
+    layer 0, rows keep a few dozen keys."""
+    if not os.path.exists(os.path.join(trained.COMMITTED, "config.json")):
+        pytest.skip("not a checkout (no benchmarks/trained_lm)")
+    monkeypatch.delenv("ENTFLASH_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert os.path.samefile(trained.cache_dir(), trained.COMMITTED)
+    monkeypatch.setenv("ENTFLASH_CACHE", str(tmp_path / "elsewhere"))
+    assert trained.cache_dir() == str(tmp_path / "elsewhere")  # the variable wins, even where no model is yet
+
+    model = trained.load("cpu", trained.COMMITTED, train_if_missing=False)
+    assert model.config.entmax_alpha == 1.5 and model.config.num_hidden_layers == 4
+    q, k, _ = trained.capture_qkv(model, 512, start=4096)[2]
+    s = (q.double() @ k.double().transpose(-1, -2)) / 8.0
+    s = s.masked_fill(torch.ones(512, 512, dtype=torch.bool).triu(1), float("-inf"))
+    keys = (entmax15(s, dim=-1) > 0).sum(-1)[..., 256:].double().mean().item()  # rows with 256+ keys to choose from
+    assert 1.0 < keys < 32.0, keys  # 12.7 on these weights
