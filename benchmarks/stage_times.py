@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/stage_times.py                      # D64 N16k B2 H16 causal, both inputs
     PYTHONPATH=src python benchmarks/stage_times.py --d 128 --n 4096 --alpha 1.3
+    PYTHONPATH=src python benchmarks/stage_times.py --inputs trained:0 trained:2   # a trained model's layers
     PYTHONPATH=src python benchmarks/stage_times.py --variant tau_split=1 --variant dq_split=1,dq_full_tiles=False
 
 For each case (head dim x sequence length x inputs) it times the forward's stages (pass 1, the τ pass, the
@@ -39,6 +40,14 @@ def parse_variant(text: str) -> dict:
     return out
 
 
+def parse_inputs(text: str) -> str:
+    """'clustered', 'random' or 'trained:<layer>' (the bench's trained model, bench/trained.py)."""
+    kind, _, layer = text.partition(":")
+    if text in ("clustered", "random") or (kind == "trained" and layer.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"--inputs accepts 'clustered', 'random' or 'trained:<layer>', got {text!r}")
+
+
 def _run_all(stages):
     for _, launches in stages:
         for launch in launches:
@@ -73,7 +82,8 @@ def main(argv=None):
     ap.add_argument("--n", type=int, nargs="+", default=[16384], help="sequence lengths")
     ap.add_argument("--b", type=int, default=None, help="batch (default 32768 // N: the bench's token count)")
     ap.add_argument("--h", type=int, default=16, help="heads")
-    ap.add_argument("--inputs", nargs="+", default=["clustered", "random"], choices=["clustered", "random"])
+    ap.add_argument("--inputs", nargs="+", type=parse_inputs, default=["clustered", "random"],
+                    help="clustered, random, or trained:<layer> (D 64; a layer of the bench's trained model)")
     ap.add_argument("--alpha", type=float, default=1.5)
     ap.add_argument("--causal", choices=["yes", "no"], default="yes")
     ap.add_argument("--variant", type=parse_variant, action="append", default=[],

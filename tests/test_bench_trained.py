@@ -51,3 +51,20 @@ def test_committed_model_is_read_in_a_checkout(tmp_path, monkeypatch):
     s = s.masked_fill(torch.ones(512, 512, dtype=torch.bool).triu(1), float("-inf"))
     keys = (entmax15(s, dim=-1) > 0).sum(-1)[..., 256:].double().mean().item()  # rows with 256+ keys to choose from
     assert 1.0 < keys < 32.0, keys  # 12.7 on these weights
+
+
+def test_stage_times_takes_trained_inputs():
+    """benchmarks/stage_times.py profiles a trained model's layer (trained:<layer>) beside the synthetic inputs."""
+    import argparse
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(trained.COMMITTED), "stage_times.py")
+    if not os.path.exists(path):
+        pytest.skip("not a checkout (no benchmarks/)")
+    spec = importlib.util.spec_from_file_location("stage_times", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert [mod.parse_inputs(t) for t in ("clustered", "random", "trained:3")] == ["clustered", "random", "trained:3"]
+    for bad in ("trained", "trained:x", "uniform"):
+        with pytest.raises(argparse.ArgumentTypeError, match="trained:<layer>"):
+            mod.parse_inputs(bad)
