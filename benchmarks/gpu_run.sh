@@ -25,10 +25,12 @@
 # everything written (a device call returns at most eight files), refreshed after every step: a call stopped at
 # its time limit still returns what its finished steps wrote.
 set -o pipefail
-case "${1:-}" in -h|--help) sed -n "2,27p" "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n "2,26p" "$0"; exit 0 ;; esac
 steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if [ "${PACK:-0}" = 1 ]; then FINAL=$OUT; OUT=/tmp/gpu_run_out; mkdir -p "$OUT"; fi
+# PACK=1 stages in a folder of its own, emptied first: a warm machine keeps /tmp between calls, and an earlier
+# call's files must not come back as this one's
+if [ "${PACK:-0}" = 1 ]; then FINAL=$OUT; OUT=/tmp/gpu_run_out; rm -rf "$OUT"; mkdir -p "$OUT"; fi
 # PACK=1: the archive of everything written so far, replaced whole (never left half-written)
 pack() { [ "${PACK:-0}" = 1 ] || return 0; tar -czf /tmp/gpu_run_pack.tgz -C "$OUT" . && mv /tmp/gpu_run_pack.tgz "$FINAL/out.tgz"; }
 if ls .whl/*.whl >/dev/null 2>&1; then

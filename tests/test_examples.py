@@ -1,5 +1,6 @@
 """The examples run as a user runs them (quick settings), and produce what they promise."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -7,6 +8,14 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def example(name):
+    """A module of examples/, imported as the examples import each other (with examples/ on sys.path)."""
+    path = os.path.join(ROOT, "examples")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module(name)
 
 
 def test_hf_entmax_example(tmp_path):
@@ -45,8 +54,7 @@ def test_train_lm_quick(tmp_path, capsys):
     assert all(len(v) == 3 for v in out["val_loss"].values())
     assert len(out["alpha"]["learned"]) == 2 and len(out["sparsity"]["entmax15"]) == 2
     # examples/summary.py tabulates it (Markdown, one row per variant)
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    import summary
+    summary = example("summary")
 
     (tmp_path / "all" / "train_lm").mkdir(parents=True)
     (tmp_path / "all" / "train_lm" / "results.json").write_text((tmp_path / "results.json").read_text())
@@ -66,8 +74,7 @@ def test_train_lm_quick(tmp_path, capsys):
 def test_summary_compares_training_loss_at_equal_steps():
     """Variants stopped at different steps compare on the last logged steps they all reached (their batches are
     the same): the mean over those steps, and None when they share none."""
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    import summary
+    summary = example("summary")
 
     curves = {"softmax": [[s, 10.0 / s] for s in range(50, 1001, 50)],
               "entmax15": [[s, 9.0 / s] for s in range(50, 401, 50)]}
@@ -90,8 +97,7 @@ def test_needle_quick(tmp_path):
     assert set(out["accuracy"]) == {"softmax", "entmax15", "learned"}
     assert all(set(a) == {"128", "512", "2048"} for a in out["accuracy"].values())
     assert all(0 <= x <= 1 for a in out["accuracy"].values() for x in a.values())
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    import summary
+    summary = example("summary")
 
     assert all(len(c) == 1 and c[0][0] == 10 for c in out["train_loss"].values())
     assert "accuracy @2048 | train loss @ step 10 |" in summary.needle_table(out)
@@ -108,8 +114,7 @@ def test_train_encoder_quick(tmp_path):
     out = json.loads((tmp_path / "results.json").read_text())
     assert set(out["eval"]) == {"softmax", "entmax15"}
     assert out["eval"]["entmax15"]["identifiers"] > 0 and len(out["sparsity"]["entmax15"]) == 2
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    import summary
+    summary = example("summary")
 
     assert "| whole identifiers | train loss @ step 10 |" in summary.encoder_table(out)
 
@@ -131,8 +136,7 @@ def test_needle_batches_hold_their_answers():
     pytest.importorskip("transformers")
     import torch
 
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    import needle
+    needle = example("needle")
 
     g = torch.Generator().manual_seed(3)
     assert needle.train_lengths(1024) == [128, 256, 512, 1024] and needle.train_lengths(128) == [128]
@@ -155,9 +159,7 @@ def test_learned_alpha_trains_at_its_own_rate():
     """The weights train at lr and the learned α logits at alpha_lr through every schedule step (a group found by
     the list it was built from would not be found: the optimizer copies the lists)."""
     pytest.importorskip("transformers")
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    import parts
-    import train_lm
+    parts, train_lm = example("parts"), example("train_lm")
 
     cfg = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                num_key_value_heads=2, max_position_embeddings=64)
