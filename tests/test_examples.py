@@ -131,8 +131,9 @@ def test_train_lm_parallel_quick(method, layout):
 
 
 def test_needle_batches_hold_their_answers():
-    """Every lookup's answer is the value that follows its key in the haystack, and the keys of a sequence are
-    distinct, at every length the curriculum draws."""
+    """Every lookup's answer is the value that follows its key in the haystack, the keys of a sequence are
+    distinct, and `first` marks exactly the lookups whose key was not asked earlier, at every length the
+    curriculum draws."""
     pytest.importorskip("transformers")
     import torch
 
@@ -140,17 +141,23 @@ def test_needle_batches_hold_their_answers():
 
     g = torch.Generator().manual_seed(3)
     assert needle.train_lengths(1024) == [128, 256, 512, 1024] and needle.train_lengths(128) == [128]
+    repeats = 0
     for length in (128, 1000, 4096):
-        ids, pos, ans = needle.make_batch(3, length, g)
-        assert ids.shape == (3, length) and ans.shape == (3, needle.QUERIES)
+        ids, pos, ans, first = needle.make_batch(3, length, g)
+        assert ids.shape == (3, length) and ans.shape == first.shape == (3, needle.QUERIES)
         for b in range(3):
             hay = ids[b, :length - 3 * needle.QUERIES]
             keys = hay[(hay >= needle.KEY0) & (hay < needle.KEY0 + needle.KEYS)]
             assert len(keys) == needle.PAIRS and len(set(keys.tolist())) == needle.PAIRS
+            asked = []
             for j, p in enumerate(pos.tolist()):
                 assert ids[b, p - 1] == needle.QUERY and ids[b, p + 1] == ans[b, j]
                 at = (hay == ids[b, p]).nonzero().flatten().tolist()
                 assert len(at) == 1 and hay[at[0] + 1] == ans[b, j]
+                assert bool(first[b, j]) == (ids[b, p].item() not in asked)
+                asked.append(ids[b, p].item())
+            repeats += len(asked) - len(set(asked))
+    assert repeats > 0  # keys are drawn with replacement
     with pytest.raises(ValueError, match="too short"):
         needle.make_batch(1, 40, g)
 
