@@ -15,13 +15,14 @@ this form: the lookup is learned slowly. With one scored answer per sequence a s
 at chance after 2000 steps at length 1024; with eight distinct keys every variant stayed at about 1/16 (one of the
 haystack's values, not which) for 8000 steps; with all 16 keys once each, every variant stopped at about 24%, the
 accuracy of answering with a value not yet asked (H(16)/16 = 21%), a shortcut that drawing keys with replacement
-removes. The repeated keys are the same lookup at a short distance, a signal that forms the lookup's two-step
-circuit (find the key, read the token after it). Longer sequences hold the same 16 pairs in more filler: what grows
-is the distraction, as in a needle-in-a-haystack test. Training draws each step's length from the longest four of
-128, 256, ... up to --length (with the same tokens per step), so that the lookup is learned on short haystacks
-first. The decoder uses rotary position embeddings (RoPE), whose relative positions exist at every length. Published
-results with entmax attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax
-degrades: this example measures whether that holds here.
+removes. The repeated keys add the same lookup at a short distance, extra signal for the lookup's two-step circuit
+(find the key, read the token after it); in this form too the full-size variants were still at 10-15% after
+3000-4500 steps (examples/results/README.md). Longer sequences hold the same 16 pairs in more filler: what grows is
+the distraction, as in a needle-in-a-haystack test. Training draws each step's length from the longest four of 128,
+256, ... up to --length (with the same tokens per step), so that the lookup is learned on short haystacks first. The
+decoder uses rotary position embeddings (RoPE), whose relative positions exist at every length. Published results
+with entmax attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades:
+this example measures whether that holds here.
 """
 
 from __future__ import annotations
