@@ -2,12 +2,12 @@
 
     python examples/summary.py [examples/results]
 
-Reads <dir>/train_lm/results.json, <dir>/needle/results.json and <dir>/encoder/results.json (whichever exist)
-and prints, per variant: the steps trained, the quality measure of the example and the mean training loss over the
-last five logged steps every variant reached, headed by the latest of them ("train loss @ step S"; they train on
-the same batches, so this compares them at equal steps when --max-minutes stopped them at different ones), the mean sparsity of the entmax models (keys kept per query row,
-fraction of exactly-zero weights, fraction of empty 64×64 tiles) and, for the language model, the training step
-time against softmax.
+Reads <dir>/train_lm/results.json, <dir>/needle/results.json and <dir>/encoder/results.json (whichever exist) and
+prints, per variant: the steps trained, the quality measure of the example and the mean training loss over the last
+five logged steps every variant reached, headed by the latest of them ("train loss @ step S"; they train on the same
+batches, so this compares them at equal steps when --max-minutes stopped them at different ones), the mean sparsity
+of the entmax models (keys kept per query row, fraction of exactly-zero weights, fraction of empty 64×64 tiles) and,
+for the language model, the training step time against softmax.
 """
 
 from __future__ import annotations
