@@ -260,15 +260,19 @@ def _tau_pass_inputs(alpha):
                                      backend="triton")
 
 
-# (tau_split_min_tiles, tau_gather_from): the τ pass fused, split by blocks only, split with the unfinished rows
-# gathered from sweep 1 on (so that most rows take that path), and split as the library's records split it
-TAU_MODES = {"fused": (NO_SPLIT, NO_GATHER), "split": (0, NO_GATHER), "gather1": (0, 1), "default": (0, None)}
+# KernelOptions changes of the τ pass's modes: fused, split by blocks only, split with the unfinished rows
+# gathered from sweep 1 on (so that most rows take that path), the same with sweeps 1-3 by blocks for the heads
+# with more than a quarter of their rows unfinished (some heads sweep, others wait), and split as the library's
+# records split it
+TAU_MODES = {"fused": dict(tau_split_min_tiles=NO_SPLIT, tau_gather_from=NO_GATHER),
+             "split": dict(tau_split_min_tiles=0, tau_gather_from=NO_GATHER),
+             "gather1": dict(tau_split_min_tiles=0, tau_gather_from=1),
+             "adaptive": dict(tau_split_min_tiles=0, tau_gather_from=1, tau_gather_until=4, tau_gather_share=4),
+             "default": dict(tau_split_min_tiles=0)}
 
 
 def _tau_mode(q, mode, **changes):
-    min_tiles, gather_from = TAU_MODES[mode]
-    o = opts(q, tau_split_min_tiles=min_tiles, **changes)
-    return o.replace(tau_gather_from=gather_from) if gather_from else o
+    return opts(q, **TAU_MODES[mode], **changes)
 
 
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 1.3, "per-head"])
@@ -280,19 +284,20 @@ def test_split_tau_pass_matches_fused(alpha):
     change which iterate is accepted: equal within float32 rounding, not bit for bit."""
     q, k, v, alpha, kpm, kw = _tau_pass_inputs(alpha)
     res = {mode: entflash.entmax_attention(q, k, v, **kw, kernel_options=_tau_mode(q, mode)) for mode in TAU_MODES}
-    a, b, c = res["fused"], res["split"], res["gather1"]
+    a, b = res["fused"], res["split"]
     assert torch.equal(torch.isfinite(a.tau), torch.isfinite(b.tau))
     fin = torch.isfinite(a.tau)
     assert torch.equal(a.tau[fin], b.tau[fin])
     assert torch.equal(a.support, b.support)
     assert torch.equal(a.out, b.out)
-    assert torch.equal(torch.isfinite(a.tau), torch.isfinite(c.tau))
-    assert ((a.tau[fin] - c.tau[fin]).abs() <= 1e-6 * a.tau[fin].abs().clamp(min=1.0)).all()
-    assert torch.equal(a.support, c.support)
-    assert (a.out - c.out).abs().max() < 1e-6
+    for c in (res["gather1"], res["adaptive"]):
+        assert torch.equal(torch.isfinite(a.tau), torch.isfinite(c.tau))
+        assert ((a.tau[fin] - c.tau[fin]).abs() <= 1e-6 * a.tau[fin].abs().clamp(min=1.0)).all()
+        assert torch.equal(a.support, c.support)
+        assert (a.out - c.out).abs().max() < 1e-6
     assert (a.out - res["default"].out).abs().max() < 1e-6
     ref = oracle(q, k, v, alpha=alpha, causal=True, key_padding_mask=kpm, return_stats=True)
-    for r in (b, c):
+    for r in (b, res["gather1"], res["adaptive"]):
         assert torch.equal(r.support.cpu(), ref.support)
         assert (r.out.double().cpu() - ref.out).abs().max() < 1e-4
 
@@ -310,14 +315,15 @@ def test_split_tau_pass_varlen_gqa(causal):
     v = torch.randn(sum(lens_k), Hkv, D, device=DEV)
     res = {mode: entflash.entmax_attention_varlen(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), alpha=1.5,
                                                   causal=causal, backend="triton", kernel_options=_tau_mode(q, mode))
-           for mode in ("fused", "split", "gather1")}
+           for mode in ("fused", "split", "gather1", "adaptive")}
     assert torch.equal(res["fused"], res["split"])
     # gathered rows (sequences and heads told apart by the row lists): within float32 rounding
     assert (res["fused"] - res["gather1"]).abs().max() < 1e-6
+    assert (res["fused"] - res["adaptive"]).abs().max() < 1e-6
     ref = entflash.entmax_attention_varlen(q.double().cpu(), k.double().cpu(), v.double().cpu(), cu_q.cpu(),
                                            cu_k.cpu(), max(lens_q), max(lens_k), alpha=1.5, causal=causal,
                                            backend="torch")
-    for mode in ("split", "gather1"):
+    for mode in ("split", "gather1", "adaptive"):
         assert (res[mode].double().cpu() - ref).abs().max() < 1e-4
 
 

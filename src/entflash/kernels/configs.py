@@ -75,6 +75,12 @@ class KernelOptions:
     # in a split τ pass, the rows still unfinished after this many sweeps are gathered per (batch, head) and
     # swept in tiles of gathered rows (gather.py)
     tau_gather_from: int = 2
+    # the sweeps from tau_gather_from up to (not including) tau_gather_until run by blocks, as before, for each
+    # (batch, head) whose unfinished rows exceed 1 / tau_gather_share of its rows, and skip the others (whose
+    # rows wait for the gathered sweeps): a head with many rows left pays less for one more block sweep than
+    # for gathered tiles that each visit the union of 128 scattered rows' tiles (docs/performance.md)
+    tau_gather_until: int = 2
+    tau_gather_share: int = 8
     gather_chunk: int = 1024  # rows examined per step when listing a head's unfinished rows
     gather_kc: int = 32  # key tiles judged per step when listing a gathered tile's candidate tiles
     # general α: the τ sweeps take log2 from the hardware's lg2.approx (heads with α >= 1.1); False: tl.log2
@@ -132,6 +138,8 @@ class KernelOptions:
             raise ValueError(f"KernelOptions.decode_max_iters must be >= 1, got {self.decode_max_iters}")
         if self.tau_gather_from < 1:
             raise ValueError(f"KernelOptions.tau_gather_from must be >= 1, got {self.tau_gather_from}")
+        if self.tau_gather_share < 1:
+            raise ValueError(f"KernelOptions.tau_gather_share must be >= 1, got {self.tau_gather_share}")
 
     def replace(self, **changes) -> "KernelOptions":
         """A copy with some fields changed (validated again)."""

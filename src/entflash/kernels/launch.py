@@ -213,8 +213,10 @@ def forward_stages(c: Call, q: Tensor, k: Tensor, v: Tensor, bufs: ForwardBuffer
     """[("pass1", [launch]), ("tau", [launches]), ("output", [launch])] of one forward call.
 
     The τ pass: one launch that loops over its sweeps; or, when split (Geometry.split_tau), one launch per sweep
-    for the first tau_gather_from sweeps, then the rows still unfinished gathered (gather_rows_kernel), swept in
-    tiles of gathered rows (tau_gather_kernel) and τ written from the state by a last τ launch without sweeps."""
+    for the first tau_gather_from sweeps, then, up to sweep tau_gather_until, launches that each follow a count of
+    the unfinished rows and sweep only the (batch, head)s with many left, then the rows still unfinished gathered
+    (gather_rows_kernel), swept in tiles of gathered rows (tau_gather_kernel) and τ written from the state by a
+    last τ launch without sweeps."""
     g, o, b = c.geo, c.geo.opts, bufs
     qk = c.qk(q, k)
     max_iters = o.max_iters(c.kind)
@@ -226,11 +228,12 @@ def forward_stages(c: Call, q: Tensor, k: Tensor, v: Tensor, bufs: ForwardBuffer
             **qk, **c.shared, M=b.m, TAU0=b.tau, TMAX=b.tmax, H=g.H, NEG_SCALE=c.scale < 0,
             **_launch(o, o.num_warps, o.pass1_stages, o.pass1_maxnreg if c.capped else None))
 
-    def tau_launch(first: bool, n_loop: int, maxnreg: Optional[int]):
+    def tau_launch(first: bool, n_loop: int, maxnreg: Optional[int], adapt: bool = False):
         tau_kernel[g.grid_q(o.tau_split)](
-            **qk, **c.shared, M=b.m, TMAX=b.tmax, TAU=b.tau, TAUMIN=b.taumin, LISTS=b.lists, ST=b.state, H=g.H,
-            sst=sst, KCHUNK=o.kchunk, FIRST=first, STATE=split, N_LOOP=n_loop, W=W, SPLIT=o.tau_split,
-            FAST_LOG2=o.fast_log2, **_launch(o, o.num_warps // o.tau_split, maxnreg=maxnreg))
+            **qk, **c.shared, M=b.m, TMAX=b.tmax, TAU=b.tau, TAUMIN=b.taumin, LISTS=b.lists, ST=b.state,
+            COUNT=b.rows_count, H=g.H, sst=sst, share=o.tau_gather_share, KCHUNK=o.kchunk, FIRST=first, STATE=split,
+            N_LOOP=n_loop, W=W, SPLIT=o.tau_split, ADAPT=adapt, FAST_LOG2=o.fast_log2,
+            **_launch(o, o.num_warps // o.tau_split, maxnreg=maxnreg))
 
     def gather_rows():
         gather_rows_kernel[(g.B * g.H,)](
@@ -249,6 +252,10 @@ def forward_stages(c: Call, q: Tensor, k: Tensor, v: Tensor, bufs: ForwardBuffer
         # one sweep per launch (capped registers: two programs per SM); sweep 0 is the launch with FIRST
         n_one = min(o.tau_gather_from, max_iters)
         tau = [lambda it=it: tau_launch(it == 0, 0 if it == 0 else 1, o.tau_sweep_maxnreg) for it in range(n_one)]
+        # sweeps by blocks only for the (batch, head)s that still have many unfinished rows (counted by
+        # gather_rows; KernelOptions.tau_gather_until)
+        for _ in range(n_one, min(o.tau_gather_until, max_iters)):
+            tau += [gather_rows, lambda: tau_launch(False, 1, o.tau_sweep_maxnreg, adapt=True)]
         if max_iters > n_one:
             tau += [gather_rows, lambda: gathered_sweeps(max_iters - n_one),
                     lambda: tau_launch(False, 0, o.tau_sweep_maxnreg)]

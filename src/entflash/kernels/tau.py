@@ -279,14 +279,14 @@ def store_state(st, sst, mask, tau, lo, hi_b, res):
 
 @triton.jit
 def tau_kernel(
-    Q, K, KPM, AM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS, ST,
+    Q, K, KPM, AM, CU_Q, CU_K, ALPHA, M, TMAX, TAU, TAUMIN, LISTS, ST, COUNT,
     sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, sam_q, sam_k, wl, wr, smb, smh,
-    H, G, Nq, Nk, n_qblk, n_kblk, scale, sst,
+    H, G, Nq, Nk, n_qblk, n_kblk, scale, sst, share,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, HAS_MASK: tl.constexpr, WINDOW: tl.constexpr,
     IS_VARLEN: tl.constexpr,
     PREC: tl.constexpr, RG: tl.constexpr, KCHUNK: tl.constexpr, FIRST: tl.constexpr, STATE: tl.constexpr,
-    N_LOOP: tl.constexpr, W: tl.constexpr, SPLIT: tl.constexpr, FAST_LOG2: tl.constexpr,
+    N_LOOP: tl.constexpr, W: tl.constexpr, SPLIT: tl.constexpr, ADAPT: tl.constexpr, FAST_LOG2: tl.constexpr,
 ):
     """The τ pass. Fused (FIRST, not STATE): sweep 0 and up to N_LOOP further sweeps in one
     launch. Split (STATE): the iteration's per-row state (iterate, bracket, accepted root) is kept in ST
@@ -296,11 +296,17 @@ def tau_kernel(
     instead of one.
     SPLIT > 1: a program owns BLOCK_M // SPLIT rows of a tile-map block: it sweeps the tiles its own row groups
     need (their map rows, τ_min entries and its own slot of LISTS), so that the pass can run as smaller programs
-    of the same per-thread work and a half block whose rows are done skips its sweeps."""
+    of the same per-thread work and a half block whose rows are done skips its sweeps.
+    ADAPT (a split pass's later launch): the launch does nothing for a (batch, head) with at most Lq / share
+    unfinished rows as COUNT counted them (gather.gather_rows_kernel): their rows wait for the gathered sweeps, and
+    state and results stay as the previous launch left them."""
     BM: tl.constexpr = BLOCK_M // SPLIT
     pid_m, sub, pid_bh, b, h, hk, qs, Lq, ks, Lk, start_m = query_program(H, G, CU_Q, CU_K, Nq, Nk, n_qblk, BM,
                                                                           SPLIT, CAUSAL, IS_VARLEN)
-    if start_m < Lq:
+    go = start_m < Lq
+    if ADAPT:
+        go = go & (tl.load(COUNT + pid_bh).to(tl.float32) * share > Lq)
+    if go:
         qk_scale, inv_a, is_soft = head_alpha(ALPHA, h, scale, KIND)
         offs_m, offs_n0, offs_d, q_base, k_base, kpm_row, am_row, _lo, hi = query_block(
             Q, K, KPM, AM, b, h, hk, qs, ks, start_m, Lq, Lk, sqb, sqh, sqn, skb, skh, skn, skpm, sam_b, sam_h, wl, wr,
