@@ -7,22 +7,24 @@ then answers the same lookup in haystacks up to 64× longer; softmax, entmax α 
 Training resumes from each variant's last checkpoint in --out; the variants can train in separate processes
 (`--variants softmax`, ...) and `--variants` with no names gathers results.json (examples/parts.py).
 
-A sequence is a haystack of random filler tokens with 16 (key, value) pairs at random places (keys distinct, one
-token of 256; values one of 64), then 16 lookups: a query marker, a key drawn with replacement, and its value, which
-the model must predict. Training scores every answer; the evaluation scores only a key's first lookup in the
-sequence, whose answer must come from the haystack (a key asked again can be copied from its earlier lookup). Why
-this form: the lookup is learned slowly. With one scored answer per sequence a softmax model of the full size stayed
-at chance after 2000 steps at length 1024; with eight distinct keys every variant stayed at about 1/16 (one of the
-haystack's values, not which) for 8000 steps; with all 16 keys once each, every variant stopped at about 24%, the
-accuracy of answering with a value not yet asked (H(16)/16 = 21%), a shortcut that drawing keys with replacement
-removes. The repeated keys add the same lookup at a short distance, extra signal for the lookup's two-step circuit
-(find the key, read the token after it); in this form too the full-size variants were still at 10-15% after
-3000-4500 steps (examples/results/README.md). Longer sequences hold the same 16 pairs in more filler: what grows is
-the distraction, as in a needle-in-a-haystack test. Training draws each step's length from the longest four of 128,
-256, ... up to --length (with the same tokens per step), so that the lookup is learned on short haystacks first. The
-decoder uses rotary position embeddings (RoPE), whose relative positions exist at every length. Published results
-with entmax attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades:
-this example measures whether that holds here.
+A sequence is a haystack of random filler tokens holding 16 needles at random places, one per key: a needle is one
+token that names a key (one of 16) and its value (one of 64). Then 16 lookups follow: a query marker, a key drawn
+with replacement, and the key's value, which the model must predict. Training scores every answer; the evaluation
+scores only a key's first lookup in the sequence, whose answer must come from the haystack (a key asked again can
+be copied from its earlier lookup). Longer sequences hold the same 16 needles in more filler: what grows is the
+distraction, as in a needle-in-a-haystack test, and a softmax head spreads some weight over every filler token
+while an entmax head can give them exactly zero.
+
+Why one token per needle: the lookup is then one attention hop (the query's key matches the needle's key, the
+needle's value is read out), which a small model learns within a few hundred steps (a 2-layer, d 128 softmax model
+at length 256 on the CPU: chance until step ~500, half the first lookups right at step 800). The two-token form,
+a key token followed by its value token, needs a second hop (the value must first learn which key precedes it) and
+was not learned in the budget of one device call (3000-8000 steps of the full-size model, several variants of
+that form: examples/results/README.md). Training draws each step's length from the longest four of 128, 256, ...
+up to --length (with the same tokens per step), so that the lookup is learned on short haystacks first. The decoder
+uses rotary position embeddings (RoPE), whose relative positions exist at every length. Published results with
+entmax attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades: this
+example measures whether that holds here.
 """
 
 from __future__ import annotations
@@ -43,38 +45,38 @@ from parts import (  # noqa: E402
 )
 
 PAD, QUERY = 0, 1
-KEY0, KEYS = 2, 256  # key tokens 2..257
-VAL0, VALS = 258, 64  # value tokens 258..321
-FILL0, FILLS = 322, 64  # haystack filler tokens 322..385
-VOCAB = 386
-PAIRS = 16  # key-value pairs hidden in every haystack
+KEYS, VALS = 16, 64
+KEY0 = 2  # a lookup's key: tokens 2..17
+NEEDLE0 = KEY0 + KEYS  # needle (key k, value v): token NEEDLE0 + k·VALS + v, 18..1041
+VAL0 = NEEDLE0 + KEYS * VALS  # a lookup's answer: tokens 1042..1105
+FILL0, FILLS = VAL0 + VALS, 64  # haystack filler tokens 1106..1169
+VOCAB = FILL0 + FILLS
+PAIRS = KEYS  # needles in every haystack: one per key
 QUERIES = 16  # lookups at the end of every sequence (keys drawn with replacement)
 VARIANTS = ("softmax", "entmax15", "learned")
 
 
-def make_batch(batch, length, g, pairs=PAIRS, queries=QUERIES):
+def make_batch(batch, length, g, queries=QUERIES):
     """(input ids (batch, length), answer positions (queries,), answers (batch, queries), first (batch, queries)).
 
-    A haystack of random filler tokens with `pairs` (key, value) pairs at random places (distinct keys), then
-    `queries` lookups (QUERY, a key drawn with replacement, its value): the model is scored on each value,
-    predicted at the position of its key. `first` marks the lookups whose key is not asked earlier in the same
-    sequence: only their answer must come from the haystack. Longer sequences hold the same pairs in more
+    A haystack of random filler tokens with one needle per key at random places (the token of the key and its
+    value), then `queries` lookups (QUERY, a key drawn with replacement, its value): the model is scored on each
+    value, predicted at the position of its key. `first` marks the lookups whose key is not asked earlier in the
+    same sequence: only their answer must come from the haystack. Longer sequences hold the same needles in more
     filler."""
-    slots = (length - 3 * queries) // 2
-    if slots < pairs:
-        raise ValueError(f"needle: length {length} is too short for {pairs} pairs and {queries} lookups")
+    slots = length - 3 * queries
+    if slots < PAIRS:
+        raise ValueError(f"needle: length {length} is too short for {PAIRS} needles and {queries} lookups")
     ids = torch.randint(0, FILLS, (batch, length), generator=g) + FILL0
-    keys = torch.stack([torch.randperm(KEYS, generator=g)[:pairs] for _ in range(batch)]) + KEY0
-    vals = torch.randint(0, VALS, (batch, pairs), generator=g) + VAL0
-    where = torch.stack([torch.randperm(slots, generator=g)[:pairs] for _ in range(batch)]) * 2
+    vals = torch.randint(0, VALS, (batch, KEYS), generator=g)
+    where = torch.stack([torch.randperm(slots, generator=g)[:PAIRS] for _ in range(batch)])
     rows = torch.arange(batch)[:, None]
-    ids[rows, where] = keys
-    ids[rows, where + 1] = vals
-    pick = torch.randint(0, pairs, (batch, queries), generator=g)
-    ans = vals[rows, pick]
-    lookups = torch.stack([torch.full_like(ans, QUERY), keys[rows, pick], ans], -1).reshape(batch, -1)
-    ids[:, length - 3 * queries:] = lookups
-    pos = length - 3 * queries + 1 + 3 * torch.arange(queries)  # each lookup's key
+    ids[rows, where] = NEEDLE0 + torch.arange(KEYS) * VALS + vals
+    pick = torch.randint(0, KEYS, (batch, queries), generator=g)
+    ans = vals[rows, pick] + VAL0
+    lookups = torch.stack([torch.full_like(ans, QUERY), pick + KEY0, ans], -1).reshape(batch, -1)
+    ids[:, slots:] = lookups
+    pos = slots + 1 + 3 * torch.arange(queries)  # each lookup's key
     earlier = (pick[:, :, None] == pick[:, None, :]) & torch.ones(queries, queries, dtype=torch.bool).tril(-1)
     return ids, pos, ans, ~earlier.any(-1)
 

@@ -131,9 +131,8 @@ def test_train_lm_parallel_quick(method, layout):
 
 
 def test_needle_batches_hold_their_answers():
-    """Every lookup's answer is the value that follows its key in the haystack, the keys of a sequence are
-    distinct, and `first` marks exactly the lookups whose key was not asked earlier, at every length the
-    curriculum draws."""
+    """Every haystack holds one needle per key, every lookup's answer is the value its key's needle names, and
+    `first` marks exactly the lookups whose key was not asked earlier, at every length the curriculum draws."""
     pytest.importorskip("transformers")
     import torch
 
@@ -145,21 +144,24 @@ def test_needle_batches_hold_their_answers():
     for length in (128, 1000, 4096):
         ids, pos, ans, first = needle.make_batch(3, length, g)
         assert ids.shape == (3, length) and ans.shape == first.shape == (3, needle.QUERIES)
+        assert int(ids.max()) < needle.VOCAB
         for b in range(3):
             hay = ids[b, :length - 3 * needle.QUERIES]
-            keys = hay[(hay >= needle.KEY0) & (hay < needle.KEY0 + needle.KEYS)]
-            assert len(keys) == needle.PAIRS and len(set(keys.tolist())) == needle.PAIRS
+            needles = hay[(hay >= needle.NEEDLE0) & (hay < needle.VAL0)] - needle.NEEDLE0
+            assert sorted((needles // needle.VALS).tolist()) == list(range(needle.KEYS))  # one per key
+            value = {int(n) // needle.VALS: int(n) % needle.VALS for n in needles}
+            assert ((hay >= needle.FILL0) | ((hay >= needle.NEEDLE0) & (hay < needle.VAL0))).all()
             asked = []
             for j, p in enumerate(pos.tolist()):
+                key = ids[b, p].item() - needle.KEY0
                 assert ids[b, p - 1] == needle.QUERY and ids[b, p + 1] == ans[b, j]
-                at = (hay == ids[b, p]).nonzero().flatten().tolist()
-                assert len(at) == 1 and hay[at[0] + 1] == ans[b, j]
-                assert bool(first[b, j]) == (ids[b, p].item() not in asked)
-                asked.append(ids[b, p].item())
+                assert 0 <= key < needle.KEYS and ans[b, j] == needle.VAL0 + value[key]
+                assert bool(first[b, j]) == (key not in asked)
+                asked.append(key)
             repeats += len(asked) - len(set(asked))
     assert repeats > 0  # keys are drawn with replacement
     with pytest.raises(ValueError, match="too short"):
-        needle.make_batch(1, 40, g)
+        needle.make_batch(1, 60, g)
 
 
 def test_learned_alpha_trains_at_its_own_rate():
