@@ -215,6 +215,8 @@ def _hopper(dtype: torch.dtype, head_dim: int) -> KernelOptions:
         pass1_stages=3 if small else None, pass1_maxnreg=64 if small else 80,
         # two 4-warp programs per block, one-sweep launches at <= 128 registers (two programs per SM)
         tau_split=2, tau_sweep_maxnreg=128,
+        # the third sweep by blocks for heads with more than 1/8 of their rows unfinished, then gathering
+        tau_gather_until=3,
         # output: split at D64; at D128 one 8-warp program capped at 128 registers (two per SM)
         output_split=2 if small else 1, output_maxnreg=None if small else 128,
         # dq: two 4-warp programs per block over whole 64-key tiles, capped at 168 registers at D64
