@@ -23,9 +23,9 @@ form, a key token followed by its value token, needs a second hop (the value mus
 it) and was not learned in the budget of one device call (3000-8000 steps of the full-size model, in several
 variants of that form). Training draws each step's length from the longest four of 128, 256, ... up to --length
 (with the same tokens per step), so that the lookup is learned on short haystacks first. The decoder uses rotary
-position embeddings (RoPE), whose relative positions exist at every length. Published results with
-entmax attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades: this
-example measures whether that holds here.
+position embeddings (RoPE), whose relative positions exist at every length. Published results with entmax
+attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades: this example
+measures whether that holds here.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ NEEDLE0 = KEY0 + KEYS  # needle (key k, value v): token NEEDLE0 + k·VALS + v, 1
 VAL0 = NEEDLE0 + KEYS * VALS  # a lookup's answer: tokens 1042..1105
 FILL0, FILLS = VAL0 + VALS, 64  # haystack filler tokens 1106..1169
 VOCAB = FILL0 + FILLS
-PAIRS = KEYS  # needles in every haystack: one per key
 QUERIES = 16  # lookups at the end of every sequence (keys drawn with replacement)
 VARIANTS = ("softmax", "entmax15", "learned")
 
@@ -66,11 +65,11 @@ def make_batch(batch, length, g, queries=QUERIES):
     same sequence: only their answer must come from the haystack. Longer sequences hold the same needles in more
     filler."""
     slots = length - 3 * queries
-    if slots < PAIRS:
-        raise ValueError(f"needle: length {length} is too short for {PAIRS} needles and {queries} lookups")
+    if slots < KEYS:  # one needle per key
+        raise ValueError(f"needle: length {length} is too short for {KEYS} needles and {queries} lookups")
     ids = torch.randint(0, FILLS, (batch, length), generator=g) + FILL0
     vals = torch.randint(0, VALS, (batch, KEYS), generator=g)
-    where = torch.stack([torch.randperm(slots, generator=g)[:PAIRS] for _ in range(batch)])
+    where = torch.stack([torch.randperm(slots, generator=g)[:KEYS] for _ in range(batch)])
     rows = torch.arange(batch)[:, None]
     ids[rows, where] = NEEDLE0 + torch.arange(KEYS) * VALS + vals
     pick = torch.randint(0, KEYS, (batch, queries), generator=g)
