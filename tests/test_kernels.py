@@ -129,6 +129,24 @@ def test_per_head_alpha_of_exact_kinds_matches_float_call(value, split):
     torch.testing.assert_close(res["out"][:, :2], ref[:, :2], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("one_sweep_from", [1.2, 3.0])
+def test_dalpha_in_one_sweep_and_in_two(one_sweep_from):
+    """KernelOptions.dalpha_one_sweep_alpha: heads at or above it (and softmax heads) take dq and dα in one sweep
+    with dα's sums expanded around δ, the others two sweeps with centred sums (dq.py). With every general head on
+    either path (1.2: all one sweep; 3.0: all two), and with the default split between them, gradients match the
+    oracle, and the two paths agree with each other to float32 rounding. Fresh draws each run."""
+    q, k, v = rand_qkv(2, 5, 5, 33, 41, 16, device=DEV, requires_grad=True)
+    alpha = torch.tensor([1.0, 1.3, 1.5, 1.7, 2.0], device=DEV, requires_grad=True)
+    seed = int(torch.randint(0, 2**31, ()))
+    torch.manual_seed(seed)  # the same output gradient for both calls
+    res = _run(q, k, v, alpha=alpha, causal=True, options=opts(q, dalpha_one_sweep_alpha=one_sweep_from))
+    _check(q, k, v, res, alpha=alpha, causal=True)
+    torch.manual_seed(seed)
+    default = _run(q, k, v, alpha=alpha, causal=True)
+    for a, b in zip(res["grads"], default["grads"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("Nk", [1, 3])
 def test_dalpha_near_one_with_few_keys(Nk):
     """α close to 1 (a = α - 1 small) divides dα's rounding by a² and the τ root's by a³: with one key (every

@@ -95,6 +95,10 @@ class KernelOptions:
     dq_split: int = 1
     dq_full_tiles: bool = False
     dq_maxnreg: Optional[int] = None
+    # a per-head α's gradient: heads with α at or above this value (and softmax heads) take dq and dα in the one
+    # sweep of the float-α backward; heads nearer 1 sweep twice, since the one-sweep form of dα cancels there
+    # (dq.py; above 2: every non-softmax head sweeps twice)
+    dalpha_one_sweep_alpha: float = 1.4
     # dk/dv: query rows per chunk (0: block_m), warps per program (0: num_warps), and scores relative to the row
     # maxima ((x - m) - (τ - m), exact where |τ| is large; else x - τ with τ in score units, one FADD per score
     # less)
@@ -138,6 +142,9 @@ class KernelOptions:
             raise ValueError(f"KernelOptions.decode_max_iters must be >= 1, got {self.decode_max_iters}")
         if self.tau_gather_from < 1:
             raise ValueError(f"KernelOptions.tau_gather_from must be >= 1, got {self.tau_gather_from}")
+        a = self.dalpha_one_sweep_alpha
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not a > 1.0:
+            raise ValueError(f"KernelOptions.dalpha_one_sweep_alpha must be a number > 1, got {a!r}")
         if self.tau_gather_share < 1:
             raise ValueError(f"KernelOptions.tau_gather_share must be >= 1, got {self.tau_gather_share}")
 
@@ -155,7 +162,12 @@ class KernelOptions:
         kw = {}
         for item in text.split(";"):
             name, _, val = item.partition("=")
-            kw[name] = None if val == "None" else (val == "True" if val in ("True", "False") else int(val))
+            if val == "None":
+                kw[name] = None
+            elif val in ("True", "False"):
+                kw[name] = val == "True"
+            else:
+                kw[name] = int(val) if val.lstrip("-").isdigit() else float(val)
         return KernelOptions(**kw)
 
     # per-kernel views used by the launcher
@@ -166,6 +178,10 @@ class KernelOptions:
 
     def dkdv_rows(self) -> int:
         return self.dkdv_qc or self.block_m
+
+    def dalpha_inv_max(self) -> float:
+        """1 / (α - 1) of the lowest α whose heads take the one-sweep dα (dalpha_one_sweep_alpha)."""
+        return 1.0 / (self.dalpha_one_sweep_alpha - 1.0)
 
     def max_iters(self, kind: int) -> int:
         return self.max_iters_general if kind == KIND_GENERAL else self.max_iters_exact

@@ -305,7 +305,8 @@ def backward_stages(c: Call, do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
         dq_kernel[g.grid_q(o.dq_split)](
             **qk, **c.shared, V=v, **sv, TAU=tau, M=m, TMAX=tmax, TAUMIN=taumin, LISTS=b.lists_q, DO=do, **sd,
             DELTA=b.delta, TABS=b.tau_abs, DQ=b.dq, **_strides("g", g.strides(b.dq)), DALPHA=b.da_rows, O=o_c,
-            **_strides("o", g.strides(o_c)), H=g.H, **c.dropout, ALPHA_GRAD=need_dalpha, KCHUNK=o.kchunk,
+            **_strides("o", g.strides(o_c)), H=g.H, **c.dropout, da_inv_max=o.dalpha_inv_max(),
+            ALPHA_GRAD=need_dalpha, KCHUNK=o.kchunk,
             SPLIT=o.dq_split,
             FULL_TILES=o.dq_full_tiles, WRITE_TABS=not o.dkdv_relative,
             # a per-head α's gradient keeps more sums live: it spills under the cap and fits without it
