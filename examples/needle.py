@@ -20,9 +20,8 @@ Why one token per needle: the lookup is then one attention hop (the query's key 
 needle's value is read out). The two-token form, a key token followed by its value token, needs a second hop (the
 value must first learn which key precedes it) and was not learned in the budget of one device call. Why the full
 mode trains at 256 tokens with 2 layers: a 4-layer model trained at 1024 learned the one-hop lookup only partly in
-the minutes of a device call (entmax 40%, softmax 15% of first lookups at 1024: examples/results/README.md), while
-a 2-layer model at 256 learned it on the CPU (half the first lookups right at step 800); 256 also puts 16x the
-training length at 4096 and 256x at 65536. Training draws each step's length from the longest four of 128, 256,
+four minutes (entmax 40%, softmax 15% of first lookups at 1024), while the 2-layer model at 256 learns it in that
+time (examples/results/README.md); 256 also puts 16x the training length at 4096 and 256x at 65536. Training draws each step's length from the longest four of 128, 256,
 ... up to --length (with the same tokens per step), so that the lookup is learned on short haystacks first. The
 decoder uses rotary position embeddings (RoPE), whose relative positions exist at every length. Published results
 with entmax attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades:
