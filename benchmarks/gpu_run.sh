@@ -6,8 +6,9 @@
 #   bash benchmarks/gpu_run.sh "tests bench errors" [bench args...]      (on the GPU machine, repo root)
 #
 #   tests     the GPU suite (the gpu-marked tests, and the CPU tests of masks, dropout and the transformers
-#             integration, which run on CUDA when it is there; $GPU_TESTS) as four pytest processes that compile
-#             on separate cores (a cold Triton cache makes one process spend minutes compiling) -> gpu_tests.txt
+#             integration, which run on CUDA when it is there; $GPU_TESTS) as $TEST_PROCS (8) pytest processes that
+#             compile on separate cores (a cold Triton cache makes one process spend minutes compiling; four
+#             processes needed more than 390 s each)                                -> gpu_tests.txt
 #   property  the slow GPU tests (hypothesis property test)                      -> gpu_property.txt
 #   bench     python -m entflash.bench [bench args]                              -> bench.jsonl, bench.txt
 #   errors    python -m entflash.bench --errors                                  -> errors.jsonl, errors.txt
@@ -25,7 +26,7 @@
 # everything written (a device call returns at most eight files), refreshed after every step: a call stopped at
 # its time limit still returns what its finished steps wrote.
 set -o pipefail
-case "${1:-}" in -h|--help) sed -n "2,26p" "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n "2,27p" "$0"; exit 0 ;; esac
 steps=${1:-"tests bench"}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # PACK=1 stages in a folder of its own, emptied first: a warm machine keeps /tmp between calls, and an earlier
@@ -51,17 +52,18 @@ run_step() {
   echo "=== $step $(date -u +%T)"
   case $step in
     tests)
-      # the suite's test ids dealt round-robin to four processes
+      # the suite's test ids dealt round-robin to $TEST_PROCS processes
       mapfile -t ids < <(python3 -m pytest -m "not slow" --collect-only -q -p no:cacheprovider $GPU_TESTS | grep '::')
-      for i in 0 1 2 3; do
-        part=(); for j in "${!ids[@]}"; do [ $((j % 4)) = $i ] && part+=("${ids[$j]}"); done
+      procs=${TEST_PROCS:-8}
+      for ((i = 0; i < procs; i++)); do
+        part=(); for j in "${!ids[@]}"; do [ $((j % procs)) = $i ] && part+=("${ids[$j]}"); done
         (timeout ${TEST_TIMEOUT:-300} python3 -m pytest -m "not slow" -q -rf -p no:cacheprovider "${part[@]}" \
            > "$OUT/gpu_tests_$i.txt" 2>&1; echo "exit $?" >> "$OUT/gpu_tests_$i.txt") &
       done
       wait; tail -n 3 "$OUT"/gpu_tests_*.txt
       # one file: the device returns a few files per call
-      for i in 0 1 2 3; do echo "=== process $i"; cat "$OUT/gpu_tests_$i.txt"; done > "$OUT/gpu_tests.txt"
-      rm -f "$OUT"/gpu_tests_[0-3].txt ;;
+      for ((i = 0; i < procs; i++)); do echo "=== process $i"; cat "$OUT/gpu_tests_$i.txt"; done > "$OUT/gpu_tests.txt"
+      rm -f "$OUT"/gpu_tests_[0-9]*.txt ;;
     property) timeout ${PROP_TIMEOUT:-330} python3 -m pytest -m "gpu and slow" -q -rf -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_property.txt" ;;
     bench) timeout ${BENCH_TIMEOUT:-300} python3 -m entflash.bench --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.txt" ;;
     errors) timeout ${ERR_TIMEOUT:-240} python3 -m entflash.bench --errors --out "$OUT/errors.jsonl" 2>&1 | tee "$OUT/errors.txt" ;;
