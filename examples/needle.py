@@ -20,12 +20,13 @@ Why one token per needle: the lookup is then one attention hop (the query's key 
 needle's value is read out). The two-token form, a key token followed by its value token, needs a second hop (the
 value must first learn which key precedes it) and was not learned in the budget of one device call. Why the full
 mode trains at 256 tokens with 2 layers: a 4-layer model trained at 1024 learned the one-hop lookup only partly in
-four minutes (entmax 40%, softmax 15% of first lookups at 1024), while the 2-layer model at 256 learns it in that
-time (examples/results/README.md); 256 also puts 16x the training length at 4096 and 256x at 65536. Training draws each step's length from the longest four of 128, 256,
-... up to --length (with the same tokens per step), so that the lookup is learned on short haystacks first. The
-decoder uses rotary position embeddings (RoPE), whose relative positions exist at every length. Published results
-with entmax attention (AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades:
-this example measures whether that holds here.
+the minutes of one device call (2.5 minutes: entmax 40%, softmax 15% of first lookups at 1024), while the 2-layer
+model at 256 learns it in four (examples/results/README.md); 256 also puts 16x the training length at 4096 and 256x
+at 65536. Training draws each step's length from the longest four of 128, 256, ... up to --length (with the same
+tokens per step), so that the lookup is learned on short haystacks first. The decoder uses rotary position
+embeddings (RoPE), whose relative positions exist at every length. Published results with entmax attention
+(AdaSplash) keep the lookup accurate far beyond the training length where softmax degrades: this example measures
+whether that holds here.
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="*", choices=VARIANTS, default=VARIANTS,
                     help="the variants to train and evaluate (default all; none: only gather results.json)")
     ap.add_argument("--layers", type=int, default=None, help="decoder layers (full mode: 2)")
-    ap.add_argument("--hidden", type=int, default=None, help="model width, a multiple of 64 (full mode: 256; heads of 64)")
+    ap.add_argument("--hidden", type=int, default=None,
+                    help="model width, a multiple of 64 (full mode: 256; heads of 64)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--alpha-lr", type=float, default=1e-2)
     ap.add_argument("--log-every", type=int, default=100)

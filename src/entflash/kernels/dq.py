@@ -6,12 +6,12 @@ dz_j = u_j (g_j - δ), dq = scale Σ_j dz_j k_j.
 The dq kernel runs before the dk/dv kernel (dkdv.py), which reads its δ. It
 makes one sweep over its query block's tiles: with δ̂ = dO·o from the forward's
 output it accumulates A = Σ u (g - δ̂) k, B = Σ u k and the sums Σ u, Σ u g; at
-the end δ = Σ u g / Σ u and dq = scale (A - (δ - δ̂) B). A per-head α's
-gradient takes the same one sweep on heads with α >= dalpha_one_sweep_alpha
-(its sums expanded around δ, which the sweep learns only at its end), and two
-sweeps below it (δ, Σp and Σu first, then dq and dα as centred sums: near
-α = 1 the expanded form cancels). Computing δ here instead of storing a second forward output (Σ u v, as
-AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer.
+the end δ = Σ u g / Σ u and dq = scale (A - (δ - δ̂) B). A per-head α's gradient
+takes the same one sweep on heads with α >= dalpha_one_sweep_alpha (its sums
+expanded around δ, which the sweep learns only at its end), and two sweeps below
+it (δ, Σp and Σu first, then dq and dα as centred sums: near α = 1 the expanded
+form cancels). Computing δ here instead of storing a second forward output (Σ u
+v, as AdaSplash does) keeps the forward lean and saves a (B, H, N, D) buffer.
 
 The kernel works relative to the row maximum m (x - m, τ - m: tiles.row_max)
 and visits only the tiles where some row group's tile-map entry exceeds the
